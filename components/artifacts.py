@@ -1,0 +1,8 @@
+"""Artifact types of simclr-tfx that TFX has no standard type for."""
+from tfx.types import artifact
+
+
+class IngestReport(artifact.Artifact):
+  """report.json of an ImageIngest run: counts, quarantine, duplicates, data fingerprint."""
+  TYPE_NAME = 'simclr_tfx.IngestReport'
+

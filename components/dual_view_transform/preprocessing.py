@@ -1,0 +1,57 @@
+"""The TensorFlow Transform graph: encoded image bytes -> fixed-size image + dataset statistics.
+
+This exact graph runs twice: over the training data in DualViewTransform (where its analyzers
+compute the per-channel mean and std), and inside the serving signature of the pushed model,
+so training and serving decode, resize and quantise images identically.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+import schemas
+
+IMAGE = 'image'  # int64 [S*S*3]: resized RGB pixels 0..255, row-major HWC
+LABEL = 'label'  # int64: class index, -1 = unlabelled
+CHANNEL_MEAN = 'channel_mean'  # float32 [3]: dataset mean of [0, 1] pixels per channel
+CHANNEL_STD = 'channel_std'  # float32 [3]
+
+
+def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+  """[B] encoded bytes -> float32 [B, S, S, 3] in [0, 1]; the whole frame is resized (kept,
+  not cropped) so content at the borders, often where defects are, is never cut off."""
+
+  def one(data):
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [image_size, image_size],
+                            method='bilinear', antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+  return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(
+      [image_size, image_size, 3], tf.float32))
+
+
+def preprocessing_fn(inputs, image_size: int):
+  encoded = tf.reshape(inputs[schemas.IMAGE_KEY], [-1])
+  images = decode_and_resize(encoded, image_size)
+  # Quantise to 8 bits: stored views and served images see the same pixels.
+  pixels = tf.round(images * 255.0)
+  unit = pixels / 255.0
+  # All images have the same size, so the mean of per-image means is the dataset mean.
+  mean = tft.mean(tf.reduce_mean(unit, axis=[1, 2]), reduce_instance_dims=False)
+  mean_sq = tft.mean(tf.reduce_mean(tf.square(unit), axis=[1, 2]), reduce_instance_dims=False)
+  std = tf.sqrt(tf.maximum(mean_sq - tf.square(mean), 1e-6))
+  batch = tf.shape(encoded)[0]
+  outputs = {
+      IMAGE: tf.reshape(tf.cast(pixels, tf.int64), [batch, image_size * image_size * 3]),
+      CHANNEL_MEAN: tf.zeros([batch, 3]) + mean,
+      CHANNEL_STD: tf.zeros([batch, 3]) + std,
+  }
+  if schemas.LABEL_KEY in inputs:
+    outputs[LABEL] = tf.reshape(inputs[schemas.LABEL_KEY], [-1])
+  return outputs
+
+
+def to_unit_images(flat_pixels: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Transformed `image` feature -> float32 [B, S, S, 3] in [0, 1]."""
+  return tf.reshape(tf.cast(flat_pixels, tf.float32) / 255.0, [-1, image_size, image_size, 3])

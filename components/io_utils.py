@@ -1,0 +1,27 @@
+"""Small file helpers shared by the executors (all paths may be local or tf.io.gfile URIs)."""
+import json
+import os
+from typing import Any
+
+import tensorflow as tf
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes JSON through a temporary name and a rename, so readers never see half a file."""
+  tmp = path + '.tmp'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    f.write(json.dumps(value, indent=2, sort_keys=True, default=str))
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_json(path: str) -> Any:
+  with tf.io.gfile.GFile(path, 'r') as f:
+    return json.loads(f.read())
+
+
+def split_files(split_uri: str) -> list:
+  """The gzip TFRecord files of one split folder (Split-<name>)."""
+  files = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
+  if not files:
+    raise FileNotFoundError(f'no TFRecord files (*.gz) in {split_uri}')
+  return files

@@ -1,0 +1,33 @@
+"""Pusher: a blessed encoder -> <serving_base_dir>/<model_name>/<version>/, atomically."""
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from components.pusher import executor
+
+
+class PusherSpec(types.ComponentSpec):
+  PARAMETERS = {
+      'serving_base_dir': ExecutionParameter(type=str),
+      'model_name': ExecutionParameter(type=str),
+  }
+  INPUTS = {
+      'model': ChannelParameter(type=standard_artifacts.Model),
+      'model_blessing': ChannelParameter(type=standard_artifacts.ModelBlessing),
+  }
+  OUTPUTS = {
+      'pushed_model': ChannelParameter(type=standard_artifacts.PushedModel),
+  }
+
+
+class Pusher(base_component.BaseComponent):
+  SPEC_CLASS = PusherSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
+               serving_base_dir: str, model_name: str):
+    spec = PusherSpec(model=model, model_blessing=model_blessing,
+                      serving_base_dir=serving_base_dir, model_name=model_name,
+                      pushed_model=types.Channel(type=standard_artifacts.PushedModel))
+    super().__init__(spec=spec)

@@ -1,0 +1,48 @@
+"""SimCLRTrainer: ResNet encoder + projection head, NT-Xent, exported with a raw-bytes signature."""
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from components.simclr_trainer import executor
+
+
+class SimCLRTrainerSpec(types.ComponentSpec):
+  PARAMETERS = {
+      'backbone': ExecutionParameter(type=str),
+      'width_multiplier': ExecutionParameter(type=float),
+      'projection_dim': ExecutionParameter(type=int),
+      'batch_size': ExecutionParameter(type=int),
+      'epochs': ExecutionParameter(type=int),
+      'train_steps': ExecutionParameter(type=int),
+      'temperature': ExecutionParameter(type=float),
+      'optimizer': ExecutionParameter(type=str),
+      'learning_rate': ExecutionParameter(type=float),
+      'weight_decay': ExecutionParameter(type=float),
+      'warmup_fraction': ExecutionParameter(type=float),
+      'seed': ExecutionParameter(type=int),
+      'checkpoint_every_steps': ExecutionParameter(type=int),
+      # Stable folder (not the execution's output URI) so a rerun finds its checkpoints.
+      'checkpoint_root': ExecutionParameter(type=str),
+  }
+  INPUTS = {
+      'transformed_examples': ChannelParameter(type=standard_artifacts.Examples),
+      'transform_graph': ChannelParameter(type=standard_artifacts.TransformGraph),
+  }
+  OUTPUTS = {
+      'model': ChannelParameter(type=standard_artifacts.Model),
+      'model_run': ChannelParameter(type=standard_artifacts.ModelRun),
+  }
+
+
+class SimCLRTrainer(base_component.BaseComponent):
+  SPEC_CLASS = SimCLRTrainerSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, transformed_examples: types.BaseChannel, transform_graph: types.BaseChannel,
+               **params):
+    spec = SimCLRTrainerSpec(
+        transformed_examples=transformed_examples, transform_graph=transform_graph,
+        model=types.Channel(type=standard_artifacts.Model),
+        model_run=types.Channel(type=standard_artifacts.ModelRun), **params)
+    super().__init__(spec=spec)

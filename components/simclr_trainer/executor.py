@@ -1,0 +1,162 @@
+"""SimCLRTrainer executor: encoder + projection head trained with NT-Xent on two random views.
+
+Checkpoints live outside the execution's own output folder, under
+<checkpoint_root>/<fingerprint of the inputs and the parameters>, because TFX gives every
+execution a fresh output URI: a rerun of the same step finds them again and resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from components.dual_view_transform import dataset as dv_dataset, executor as transform_executor
+from components.simclr_trainer import export, losses, model as model_lib, optim
+
+# Parameters that change what is trained (everything but where checkpoints go).
+HYPERPARAMETERS = ('backbone', 'width_multiplier', 'projection_dim', 'batch_size', 'epochs',
+                   'train_steps', 'temperature', 'optimizer', 'learning_rate', 'weight_decay',
+                   'warmup_fraction', 'seed')
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+  if 'TF_CONFIG' in os.environ:
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')
+  if len(devices) > 1:
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+  return tf.distribute.get_strategy()
+
+
+def run_fingerprint(input_uris, hparams) -> str:
+  payload = json.dumps({'inputs': sorted(input_uris), 'hparams': hparams}, sort_keys=True)
+  return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+class Executor(base_executor.BaseExecutor):
+
+  def Do(self, input_dict, output_dict, exec_properties):
+    hp = {k: exec_properties[k] for k in HYPERPARAMETERS}
+    transform_graph_uri = artifact_utils.get_single_uri(input_dict['transform_graph'])
+    examples = artifact_utils.get_single_instance(input_dict['transformed_examples'])
+    train_uri = artifact_utils.get_split_uri([examples], 'train')
+    model_artifact = artifact_utils.get_single_instance(output_dict['model'])
+    model_run = artifact_utils.get_single_instance(output_dict['model_run'])
+
+    policy = transform_executor.read_policy(transform_graph_uri)
+    image_size = int(policy['image_size'])
+    batch_size = int(hp['batch_size'])
+    num_train = dv_dataset.count_records(train_uri)
+    steps_per_epoch = num_train // batch_size
+    if steps_per_epoch < 1:
+      raise ValueError(f'batch_size {batch_size} is larger than the {num_train} training '
+                       'images; lower batch_size or add images')
+    total_steps = int(hp['train_steps']) or int(hp['epochs']) * steps_per_epoch
+
+    strategy = choose_strategy()
+    replicas = strategy.num_replicas_in_sync
+    peak_lr = optim.scaled_learning_rate(float(hp['learning_rate']), batch_size)
+    warmup_steps = int(round(float(hp['warmup_fraction']) * total_steps))
+    with strategy.scope():
+      encoder = model_lib.build_encoder(hp['backbone'], image_size, float(hp['width_multiplier']))
+      head = model_lib.build_projection_head(encoder.output_shape[-1], int(hp['projection_dim']))
+      schedule = optim.WarmupCosine(peak_lr, warmup_steps, total_steps)
+      optimizer = optim.build_optimizer(hp['optimizer'], schedule, float(hp['weight_decay']))
+      variables = encoder.trainable_variables + head.trainable_variables
+      optimizer.build(variables)
+      step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+
+    fingerprint = run_fingerprint([transform_graph_uri, examples.uri], hp)
+    ckpt_dir = os.path.join(exec_properties['checkpoint_root'], fingerprint)
+    checkpoint = tf.train.Checkpoint(encoder=encoder, head=head, optimizer=optimizer,
+                                     step=step_var)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
+    if manager.latest_checkpoint:
+      checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+      logging.info('SimCLRTrainer: resuming from step %d (checkpoint %s)', int(step_var),
+                   manager.latest_checkpoint)
+    start_step = int(step_var)
+    temperature = float(hp['temperature'])
+
+    data = dv_dataset.dual_view_dataset(train_uri, policy, batch_size, int(hp['seed']),
+                                        start_step=start_step)
+    dist_data = iter(strategy.experimental_distribute_dataset(data))
+
+    def replica_step(view_a, view_b):
+      with tf.GradientTape() as tape:
+        z_a = head(encoder(view_a, training=True), training=True)
+        z_b = head(encoder(view_b, training=True), training=True)
+        loss = losses.nt_xent_loss(z_a, z_b, temperature)
+        scaled = loss / replicas  # gradients are summed over replicas
+      grads = tape.gradient(scaled, variables)
+      optimizer.apply_gradients(zip(grads, variables))
+      return loss, losses.contrastive_accuracy(z_a, z_b), tf.linalg.global_norm(grads) * replicas
+
+    @tf.function
+    def train_step(views):
+      loss, acc, gnorm = strategy.run(replica_step, args=views)
+      mean = lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+      return mean(loss), mean(acc), mean(gnorm)
+
+    writer = tf.summary.create_file_writer(model_run.uri)
+    log_every = max(1, min(50, total_steps // 20))
+    logging.info('SimCLRTrainer: %d train images, batch %d, %d steps (%.1f epochs) on %d '
+                 'replica(s), peak lr %.4g, checkpoints in %s', num_train, batch_size,
+                 total_steps, total_steps / steps_per_epoch, replicas, peak_lr, ckpt_dir)
+    window_start, window_steps, started = time.time(), 0, time.time()
+    loss = acc = gnorm = tf.constant(float('nan'))
+    for step in range(start_step, total_steps):
+      loss, acc, gnorm = train_step(next(dist_data))
+      step_var.assign(step + 1)
+      window_steps += 1
+      done = step + 1
+      if done % log_every == 0 or done == total_steps:
+        elapsed = time.time() - window_start
+        rate = window_steps * batch_size / max(elapsed, 1e-9)
+        lr = float(schedule(done))
+        with writer.as_default(step=done):
+          tf.summary.scalar('loss', loss)
+          tf.summary.scalar('contrastive_accuracy', acc)
+          tf.summary.scalar('learning_rate', lr)
+          tf.summary.scalar('gradient_norm', gnorm)
+          tf.summary.scalar('images_per_second', rate)
+        logging.info('step %d/%d (%.0f%%) loss %.4f acc %.3f lr %.4g | %.1f img/s | ETA %s',
+                     done, total_steps, 100 * done / total_steps, float(loss), float(acc), lr,
+                     rate, _format_eta((total_steps - done) * batch_size / max(rate, 1e-9)))
+        window_start, window_steps = time.time(), 0
+      if done % int(exec_properties['checkpoint_every_steps']) == 0 or done == total_steps:
+        manager.save(checkpoint_number=done)
+    writer.flush()
+    train_seconds = time.time() - started
+
+    serving_dir = path_utils.serving_model_path(model_artifact.uri)
+    module = export.EncoderServingModule(encoder, head, tft.TFTransformOutput(transform_graph_uri),
+                                         image_size)
+    export.export_serving_model(module, serving_dir)
+
+    final_loss = float(loss) if start_step < total_steps else float('nan')
+    for artifact in (model_artifact, model_run):
+      artifact.set_string_custom_property('run_fingerprint', fingerprint)
+      artifact.set_int_custom_property('train_steps', total_steps)
+      artifact.set_int_custom_property('resumed_from_step', start_step)
+    model_artifact.set_int_custom_property('embedding_dim', int(encoder.output_shape[-1]))
+    model_artifact.set_int_custom_property('projection_dim', int(hp['projection_dim']))
+    model_artifact.set_int_custom_property('image_size', image_size)
+    model_artifact.set_string_custom_property('backbone', hp['backbone'])
+    model_artifact.set_float_custom_property('final_loss', final_loss)
+    model_run.set_string_custom_property('tensorboard_logdir', model_run.uri)
+    logging.info('SimCLRTrainer: done in %.1fs, final loss %.4f; SavedModel at %s; TensorBoard: '
+                 'tensorboard --logdir %s', train_seconds, final_loss, serving_dir, model_run.uri)

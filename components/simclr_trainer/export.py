@@ -1,0 +1,54 @@
+"""Exports the encoder as a SavedModel that TF Serving loads as it is.
+
+`serving_default` takes `images`: a 1-D tf.string batch of encoded image bytes (JPEG, PNG, BMP,
+GIF); it runs the TFT graph of DualViewTransform (decode, resize, quantise, dataset statistics),
+normalises, and returns `embedding` (float32 [B, D], encoder output h) and `projection`
+(float32 [B, d], L2-normalised head output z).
+
+The SavedModel is written to a temporary sibling folder and renamed into place, so a crash
+mid-export never leaves a directory that looks like a complete model.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import tensorflow as tf
+
+from components.dual_view_transform import augment, executor as transform_executor, preprocessing
+
+SIGNATURE_INPUT = 'images'
+
+
+class EncoderServingModule(tf.Module):
+
+  def __init__(self, encoder, head, tft_output, image_size: int):
+    super().__init__(name='simclr_encoder')
+    self.encoder = encoder
+    self.head = head
+    self.tft_layer = tft_output.transform_features_layer()
+    self.image_size = image_size
+
+  def embed_pixels(self, unit_images, mean, std):
+    x = augment.normalize(unit_images, tf.reshape(mean, [-1, 1, 1, 3]),
+                          tf.reshape(std, [-1, 1, 1, 3]))
+    h = tf.cast(self.encoder(x, training=False), tf.float32)
+    z = tf.math.l2_normalize(tf.cast(self.head(h, training=False), tf.float32), axis=1)
+    return {'embedding': h, 'projection': z}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
+  def serve(self, images):
+    features = self.tft_layer(transform_executor.raw_feature_stub(images))
+    unit = preprocessing.to_unit_images(features[preprocessing.IMAGE], self.image_size)
+    return self.embed_pixels(unit, features[preprocessing.CHANNEL_MEAN],
+                             features[preprocessing.CHANNEL_STD])
+
+
+def export_serving_model(module: EncoderServingModule, export_dir: str) -> str:
+  parent = os.path.dirname(export_dir.rstrip('/'))
+  staging = os.path.join(parent, f'.staging-{uuid.uuid4().hex}')
+  tf.saved_model.save(module, staging, signatures={'serving_default': module.serve})
+  if tf.io.gfile.exists(export_dir):
+    tf.io.gfile.rmtree(export_dir)
+  tf.io.gfile.rename(staging, export_dir)
+  return export_dir

@@ -1,0 +1,224 @@
+"""The one configuration object of a simclr-tfx run.
+
+Defaults are the embedded MNIST demo. Every field can be overridden from a YAML/JSON file
+(`--config`), a named preset (`--preset`) or `--set name=value`; values are type-checked and
+range-checked before any work starts, so a typo fails in a second instead of an hour into a run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Iterable, List, Optional
+
+
+class ConfigError(ValueError):
+  """A configuration value is unknown, of the wrong type or out of range."""
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+  # --- where things are -------------------------------------------------------------------
+  pipeline_name: str = 'simclr-tfx'
+  data_dir: str = ''  # folder of images; empty = the embedded demo data set
+  output_dir: str = 'out'  # metadata.sqlite, pipeline_root/, serving/ go under here
+  model_name: str = 'simclr_encoder'  # <output_dir>/serving/<model_name>/<version>/
+  enable_cache: bool = True
+
+  # --- ingest -------------------------------------------------------------------------------
+  eval_percent: int = 20  # share of images (by content hash) in the eval split
+  # Extra Beam options for the data components (e.g. runner, direct_num_workers).
+  beam_pipeline_args: str = '--runner=DirectRunner --direct_running_mode=in_memory'
+
+  # --- transform / augmentation (SimCLR policy) ---------------------------------------------
+  image_size: int = 32
+  crop_scale_min: float = 0.2  # random resized crop: area fraction range [min, 1]
+  color_jitter_strength: float = 0.5
+  color_jitter_prob: float = 0.8
+  grayscale_prob: float = 0.2
+  blur_prob: float = 0.0  # SimCLR CIFAR recipe: no blur at 32 px
+  hflip: bool = False  # digits are not mirror-symmetric; natural photos want True
+
+  # --- model and training --------------------------------------------------------------------
+  backbone: str = 'resnet_small'  # resnet_small | resnet18 | resnet34
+  width_multiplier: float = 1.0
+  projection_dim: int = 64
+  batch_size: int = 128
+  epochs: int = 4
+  train_steps: int = 0  # > 0 overrides epochs
+  temperature: float = 0.2
+  optimizer: str = 'lars'  # lars | sgd | adamw
+  learning_rate: float = 1.0  # base rate; scaled by batch_size/256
+  weight_decay: float = 1e-6
+  warmup_fraction: float = 0.1
+  checkpoint_every_steps: int = 100
+  seed: int = 42
+
+  # --- evaluation and blessing ---------------------------------------------------------------
+  bless_min_linear_top1: float = 0.5
+  knn_k: int = 20
+
+  # ------------------------------------------------------------------------------------------
+  def validate(self) -> 'PipelineConfig':
+    """Raises ConfigError naming every impossible value at once."""
+    problems: List[str] = []
+
+    def need(ok: bool, message: str) -> None:
+      if not ok:
+        problems.append(message)
+
+    need(bool(self.pipeline_name.strip()), 'pipeline_name must not be empty')
+    need(bool(self.model_name.strip()) and '/' not in self.model_name,
+         f'model_name must be a non-empty name without "/", got {self.model_name!r}')
+    need(0 < self.eval_percent < 100, f'eval_percent must be in 1..99, got {self.eval_percent}')
+    need(self.image_size >= 16, f'image_size must be >= 16 pixels, got {self.image_size}')
+    need(0.0 < self.crop_scale_min <= 1.0,
+         f'crop_scale_min must be in (0, 1], got {self.crop_scale_min}')
+    need(self.color_jitter_strength >= 0, 'color_jitter_strength must be >= 0')
+    for name in ('color_jitter_prob', 'grayscale_prob', 'blur_prob'):
+      value = getattr(self, name)
+      need(0.0 <= value <= 1.0, f'{name} must be a probability in [0, 1], got {value}')
+    need(self.backbone in BACKBONES,
+         f'backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}')
+    need(self.width_multiplier > 0, 'width_multiplier must be > 0')
+    need(self.projection_dim > 0, 'projection_dim must be > 0')
+    need(self.batch_size >= 2, f'batch_size must be >= 2 (NT-Xent needs negatives), '
+         f'got {self.batch_size}')
+    need(self.epochs >= 1 or self.train_steps >= 1, 'set epochs >= 1 or train_steps >= 1')
+    need(self.train_steps >= 0, f'train_steps must be >= 0, got {self.train_steps}')
+    need(self.temperature > 0, f'temperature must be > 0, got {self.temperature}')
+    need(self.optimizer in OPTIMIZERS,
+         f'optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}')
+    need(self.learning_rate > 0, f'learning_rate must be > 0, got {self.learning_rate}')
+    need(self.weight_decay >= 0, 'weight_decay must be >= 0')
+    need(0 <= self.warmup_fraction < 1, 'warmup_fraction must be in [0, 1)')
+    need(self.checkpoint_every_steps >= 1, 'checkpoint_every_steps must be >= 1')
+    need(0.0 <= self.bless_min_linear_top1 <= 1.0,
+         f'bless_min_linear_top1 is a fraction in [0, 1], got {self.bless_min_linear_top1}')
+    need(self.knn_k >= 1, 'knn_k must be >= 1')
+    if problems:
+      raise ConfigError('invalid configuration:\n  - ' + '\n  - '.join(problems))
+    return self
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def augmentation_policy(self) -> Dict[str, Any]:
+    """The SimCLR augmentation policy, as recorded with the transform artifact."""
+    s = self.color_jitter_strength
+    return {
+        'image_size': self.image_size,
+        'random_resized_crop': {'scale': [self.crop_scale_min, 1.0], 'ratio': [3 / 4, 4 / 3]},
+        'horizontal_flip': self.hflip,
+        'color_jitter': {'strength': s, 'prob': self.color_jitter_prob,
+                         'brightness': 0.8 * s, 'contrast': 0.8 * s,
+                         'saturation': 0.8 * s, 'hue': 0.2 * s, 'random_order': True},
+        'grayscale_prob': self.grayscale_prob,
+        'gaussian_blur': {'prob': self.blur_prob, 'sigma': [0.1, 2.0],
+                          'kernel_fraction': 0.1},
+    }
+
+
+BACKBONES = ('resnet_small', 'resnet18', 'resnet34')
+OPTIMIZERS = ('lars', 'sgd', 'adamw')
+
+# Named presets: partial overrides applied on top of the defaults (before --config / --set).
+PRESETS: Dict[str, Dict[str, Any]] = {
+    'demo': {},
+    # A few steps on tiny images: for tests and smoke checks, not for quality.
+    'smoke': {'image_size': 16, 'batch_size': 32, 'train_steps': 3, 'epochs': 1,
+              'projection_dim': 16, 'width_multiplier': 0.25, 'checkpoint_every_steps': 2,
+              'bless_min_linear_top1': 0.0, 'knn_k': 5},
+}
+
+
+def _coerce(name: str, field_type: Any, value: Any) -> Any:
+  """Converts a --set string (or a file value) to the field's type, strictly."""
+  type_name = field_type if isinstance(field_type, str) else field_type.__name__
+  if type_name == 'bool':
+    if isinstance(value, bool):
+      return value
+    if isinstance(value, str) and value.lower() in ('true', '1', 'yes', 'on'):
+      return True
+    if isinstance(value, str) and value.lower() in ('false', '0', 'no', 'off'):
+      return False
+    raise ConfigError(f'{name} expects true/false, got {value!r}')
+  if type_name == 'int':
+    if isinstance(value, bool):
+      raise ConfigError(f'{name} expects an integer, got {value!r}')
+    if isinstance(value, int):
+      return value
+    try:
+      return int(str(value), 10)
+    except ValueError:
+      raise ConfigError(f'{name} expects an integer, got {value!r}') from None
+  if type_name == 'float':
+    if isinstance(value, bool):
+      raise ConfigError(f'{name} expects a number, got {value!r}')
+    try:
+      return float(value)
+    except (TypeError, ValueError):
+      raise ConfigError(f'{name} expects a number, got {value!r}') from None
+  if type_name == 'str':
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+      raise ConfigError(f'{name} expects a string, got {value!r}')
+    return str(value)
+  raise ConfigError(f'{name}: unsupported field type {type_name}')
+
+
+def apply_overrides(config: PipelineConfig, overrides: Dict[str, Any],
+                    source: str) -> PipelineConfig:
+  fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ConfigError(f'unknown config key(s) {unknown} in {source}; '
+                      f'known keys: {", ".join(sorted(fields))}')
+  changes = {k: _coerce(k, fields[k].type, v) for k, v in overrides.items()}
+  return dataclasses.replace(config, **changes)
+
+
+def parse_set_args(pairs: Iterable[str]) -> Dict[str, str]:
+  result = {}
+  for pair in pairs:
+    if '=' not in pair:
+      raise ConfigError(f'--set expects name=value, got {pair!r}')
+    key, value = pair.split('=', 1)
+    result[key.strip()] = value.strip()
+  return result
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+  if not os.path.isfile(path):
+    raise ConfigError(f'config file not found: {path}')
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  try:
+    if path.endswith('.json'):
+      data = json.loads(text)
+    else:
+      import yaml  # pylint: disable=g-import-not-at-top
+      data = yaml.safe_load(text)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'cannot parse config file {path}: {e}') from None
+  if data is None:
+    data = {}
+  if not isinstance(data, dict):
+    raise ConfigError(f'config file {path} must hold a mapping of name: value')
+  return data
+
+
+def build_config(preset: Optional[str] = None, config_file: Optional[str] = None,
+                 set_args: Iterable[str] = (), **explicit: Any) -> PipelineConfig:
+  """Defaults <- preset <- config file <- explicit keyword values <- --set; then validated."""
+  config = PipelineConfig()
+  if preset:
+    if preset not in PRESETS:
+      raise ConfigError(f'unknown preset {preset!r}; choose from {sorted(PRESETS)}')
+    config = apply_overrides(config, PRESETS[preset], f'preset {preset!r}')
+  if config_file:
+    config = apply_overrides(config, load_config_file(config_file), config_file)
+  explicit = {k: v for k, v in explicit.items() if v is not None}
+  if explicit:
+    config = apply_overrides(config, explicit, 'command-line options')
+  config = apply_overrides(config, parse_set_args(set_args), '--set')
+  return config.validate()

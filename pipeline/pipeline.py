@@ -1,0 +1,77 @@
+"""create_pipeline(config): the five components of simclr-tfx as one TFX DAG.
+
+ImageIngest -> DualViewTransform -> SimCLRTrainer -> LinearEvaluator -> Pusher.
+Output layout under config.output_dir (OUT):
+  OUT/metadata.sqlite               ML Metadata store (SQLite)
+  OUT/pipeline_root/                every artifact; trainer checkpoints in _checkpoints/
+  OUT/serving/<model_name>/<ver>/   TF Serving model base path
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
+
+from components.dual_view_transform.component import DualViewTransform
+from components.image_ingest import images
+from components.image_ingest.component import ImageIngest
+from components.linear_evaluator.component import LinearEvaluator
+from components.pusher.component import Pusher
+from components.simclr_trainer.component import SimCLRTrainer
+from pipeline.config import PipelineConfig
+
+
+def paths(config: PipelineConfig) -> dict:
+  out = os.path.abspath(config.output_dir)
+  return {
+      'output': out,
+      'metadata': os.path.join(out, 'metadata.sqlite'),
+      'pipeline_root': os.path.join(out, 'pipeline_root'),
+      'checkpoints': os.path.join(out, 'pipeline_root', '_checkpoints'),
+      'serving': os.path.join(out, 'serving'),
+  }
+
+
+def create_components(config: PipelineConfig) -> list:
+  where = paths(config)
+  data_dir = os.path.abspath(config.data_dir)
+  ingest = ImageIngest(data_dir=data_dir, eval_percent=config.eval_percent,
+                       source_fingerprint=images.source_fingerprint(data_dir))
+  transform = DualViewTransform(
+      examples=ingest.outputs['examples'], schema=ingest.outputs['schema'],
+      image_size=config.image_size,
+      augmentation_policy=json.dumps(config.augmentation_policy(), sort_keys=True))
+  trainer = SimCLRTrainer(
+      transformed_examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      backbone=config.backbone, width_multiplier=config.width_multiplier,
+      projection_dim=config.projection_dim, batch_size=config.batch_size, epochs=config.epochs,
+      train_steps=config.train_steps, temperature=config.temperature,
+      optimizer=config.optimizer, learning_rate=config.learning_rate,
+      weight_decay=config.weight_decay, warmup_fraction=config.warmup_fraction,
+      seed=config.seed, checkpoint_every_steps=config.checkpoint_every_steps,
+      checkpoint_root=where['checkpoints'])
+  evaluator = LinearEvaluator(examples=ingest.outputs['examples'], model=trainer.outputs['model'],
+                              min_linear_top1=config.bless_min_linear_top1, knn_k=config.knn_k)
+  pusher = Pusher(model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
+                  serving_base_dir=where['serving'], model_name=config.model_name)
+  return [ingest, transform, trainer, evaluator, pusher]
+
+
+def create_pipeline(config: PipelineConfig,
+                    metadata_connection_config=None) -> tfx_pipeline.Pipeline:
+  """The TFX pipeline for `config` (data_dir must name a folder of images)."""
+  config.validate()
+  where = paths(config)
+  if metadata_connection_config is None:
+    metadata_connection_config = metadata.sqlite_metadata_connection_config(where['metadata'])
+  return tfx_pipeline.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=where['pipeline_root'],
+      components=create_components(config),
+      enable_cache=config.enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=shlex.split(config.beam_pipeline_args))

@@ -1,0 +1,71 @@
+"""Runs the pipeline with a local orchestrator (LocalDagRunner or BeamDagRunner)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict
+
+from pipeline import demo_data, lineage
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline, paths
+
+ENGINES = ('local', 'beam')
+
+
+def resolve_data_dir(config: PipelineConfig) -> PipelineConfig:
+  """An empty data_dir means the embedded MNIST demo, written once under OUT/demo_data."""
+  if config.data_dir:
+    return config
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  demo_dir = os.path.join(paths(config)['output'], 'demo_data')
+  logging.info('no --data-dir given: using the embedded MNIST demo data in %s', demo_dir)
+  demo_data.write_demo_dataset(demo_dir)
+  return dataclasses.replace(config, data_dir=demo_dir)
+
+
+def run_pipeline(config: PipelineConfig, engine: str = 'local') -> Dict[str, Any]:
+  if engine not in ENGINES:
+    raise ValueError(f'engine must be one of {ENGINES}, got {engine!r}')
+  config = resolve_data_dir(config.validate())
+  os.makedirs(paths(config)['output'], exist_ok=True)
+  tfx_pipeline = create_pipeline(config)
+  started = time.time()
+  if engine == 'local':
+    from tfx.orchestration.local import local_dag_runner  # pylint: disable=g-import-not-at-top
+    local_dag_runner.LocalDagRunner().run(tfx_pipeline)
+  else:
+    from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
+    beam_dag_runner.BeamDagRunner().run(tfx_pipeline)
+  summary = lineage.run_summary(paths(config)['metadata'], config.pipeline_name)
+  summary.update(engine=engine, data_dir=config.data_dir, wall_seconds=round(time.time() - started, 1))
+  return summary
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+  def pct(v):
+    return f'{100 * v:.1f}%' if isinstance(v, (int, float)) else 'n/a'
+
+  states = ', '.join(f"{e['component']} {e['state']}" for e in summary['executions'])
+  if summary['pushed']:
+    where = f"{summary['pushed_destination']} (version {summary['pushed_version']})"
+  else:
+    where = f"not pushed ({summary['push_reason']})"
+  lines = [
+      '',
+      '=== simclr-tfx run summary ' + '=' * 40,
+      f"data          {summary['data_dir']}: {summary['num_examples']} images, "
+      f"{summary['num_quarantined']} quarantined, fingerprint "
+      f"{(summary['data_fingerprint'] or '')[:12]}",
+      f"linear probe  top-1 {pct(summary['linear_top1'])} (kNN {pct(summary['knn_top1'])}) on "
+      f"{summary['num_eval']} eval images, {summary['num_labelled']} labelled train images",
+      f"blessing      {summary['blessing_reason']}",
+      f"model         {where}",
+      f"TensorBoard   tensorboard --logdir {summary['tensorboard_logdir']}",
+      f"metadata      {summary['metadata']}  (run {summary['run_id']}, {summary['engine']} "
+      f"engine, {summary['wall_seconds']}s)",
+      f"executions    {states}",
+      f"lineage       simclr-tfx lineage --output {os.path.dirname(summary['metadata'])}",
+      '=' * 67,
+  ]
+  return '\n'.join(lines)
