@@ -1,0 +1,44 @@
+# simclr-tfx. Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+PYTHON_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= out
+ARGS ?=
+# pip on these machines prints one harmless warning per package for a missing local index.
+PIP_FILTER := grep -v "WARNING: Location 'file:" || true
+
+.PHONY: install run test lock bench clean
+
+$(STAMP): requirements/lock.txt setup.py
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	@echo "installing the locked environment into $(VENV) (first time: about 2 minutes)"
+	$(PY) -m pip install -q --no-deps -r requirements/lock.txt 2>&1 | { $(PIP_FILTER); }
+	$(PY) -m pip install -q --no-deps -e . 2>&1 | { $(PIP_FILTER); }
+	@$(PY) -c "import tfx, tensorflow_transform, ml_metadata, pipeline.cli" 
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Whole pipeline end to end on the embedded MNIST demo (or ARGS="--data-dir DIR ...").
+run: install
+	$(VENV)/bin/simclr-tfx run --output $(OUT) $(ARGS)
+
+## The test suite (unit tests + end-to-end pipeline tests).
+test: install
+	$(PY) -m pytest tests -ra --timeout=1200 $(ARGS)
+
+## Regenerate requirements/lock.txt from requirements/requirements.in + overrides.txt.
+lock:
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q uv 2>&1 | { $(PIP_FILTER); }
+	$(VENV)/bin/uv pip compile requirements/requirements.in \
+	  --overrides requirements/overrides.txt \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+	  -o requirements/lock.txt
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,104 @@
+"""The SimCLR augmentation policy: shapes, value ranges, per-image randomness, determinism."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.dual_view_transform import augment
+from pipeline.config import PipelineConfig
+
+
+def policy(**changes):
+  settings = {'image_size': 24, 'hflip': True, 'blur_prob': 0.5, **changes}
+  return PipelineConfig(**settings).augmentation_policy()
+
+
+def images(batch=16, size=24, seed=0):
+  return tf.constant(np.random.default_rng(seed).uniform(size=(batch, size, size, 3)),
+                     tf.float32)
+
+
+def test_two_views_shapes_range_and_difference():
+  x = images()
+  view_a, view_b = augment.two_views(x, policy(), tf.constant([1, 2]))
+  assert view_a.shape == view_b.shape == (16, 24, 24, 3)
+  for view in (view_a, view_b):
+    assert float(tf.reduce_min(view)) >= 0.0 and float(tf.reduce_max(view)) <= 1.0
+  assert float(tf.reduce_mean(tf.abs(view_a - view_b))) > 0.01  # two different random views
+
+
+def test_output_size_can_differ_from_input():
+  view = augment.simclr_view(images(size=40), policy(), tf.constant([0, 1]))
+  assert view.shape == (16, 24, 24, 3)
+
+
+def test_deterministic_under_seed_and_varies_with_seed():
+  x = images()
+  first = augment.simclr_view(x, policy(), tf.constant([5, 6]))
+  again = augment.simclr_view(x, policy(), tf.constant([5, 6]))
+  other = augment.simclr_view(x, policy(), tf.constant([5, 7]))
+  np.testing.assert_array_equal(first.numpy(), again.numpy())
+  assert not np.allclose(first.numpy(), other.numpy())
+
+
+def test_normalize_after_augment_uses_statistics():
+  mean, std = tf.constant([0.5, 0.4, 0.3]), tf.constant([0.2, 0.2, 0.25])
+  view_a, _ = augment.two_views(images(), policy(), tf.constant([1, 2]), mean, std)
+  assert float(tf.reduce_min(view_a)) < 0.0  # standardised, no longer in [0, 1]
+
+
+def test_random_resized_crop_area_follows_scale():
+  # A horizontal ramp: the crop's value spread tells how wide the crop was.
+  ramp = tf.tile(tf.linspace(0.0, 1.0, 64)[tf.newaxis, tf.newaxis, :, tf.newaxis], [256, 64, 1, 3])
+  small = augment.random_resized_crop(ramp, 16, scale=(0.05, 0.06), seed=tf.constant([0, 1]))
+  full = augment.random_resized_crop(ramp, 16, scale=(1.0, 1.0), seed=tf.constant([0, 1]))
+  width_small = tf.reduce_max(small, [1, 2, 3]) - tf.reduce_min(small, [1, 2, 3])
+  width_full = tf.reduce_max(full, [1, 2, 3]) - tf.reduce_min(full, [1, 2, 3])
+  assert float(tf.reduce_max(width_small)) < 0.5
+  # Full area with aspect ratio r in [3/4, 4/3]: the box is at least sqrt(3/4) wide.
+  assert float(tf.reduce_min(width_full)) > np.sqrt(3 / 4) - 0.02
+  # Crops land at different places for different images.
+  assert float(tf.math.reduce_std(tf.reduce_mean(small, [1, 2, 3]))) > 0.05
+
+
+def test_grayscale_probability_and_equal_channels():
+  x = images(batch=400)
+  p = policy(color_jitter_prob=0.0, grayscale_prob=0.2, blur_prob=0.0)
+  p['random_resized_crop']['scale'] = [1.0, 1.0]
+  view = augment.simclr_view(x, p, tf.constant([3, 4]))
+  channel_spread = tf.reduce_max(tf.math.reduce_std(view, axis=3), axis=[1, 2])
+  gray_share = float(tf.reduce_mean(tf.cast(channel_spread < 1e-6, tf.float32)))
+  assert 0.12 < gray_share < 0.28
+
+
+def test_color_jitter_is_applied_per_image_with_probability():
+  x = tf.fill([400, 8, 8, 3], 0.5) + tf.constant([0.1, -0.1, 0.0])
+  jittered = augment.random_apply(
+      lambda t, s: augment.color_jitter(t, 1.0, seed=s), x, 0.8, seed=tf.constant([7, 8]))
+  changed = tf.reduce_max(tf.abs(jittered - x), axis=[1, 2, 3]) > 1e-4
+  share = float(tf.reduce_mean(tf.cast(changed, tf.float32)))
+  assert 0.7 < share < 0.9
+  assert float(tf.reduce_min(jittered)) >= 0.0 and float(tf.reduce_max(jittered)) <= 1.0
+
+
+def test_color_jitter_order_is_random_per_image():
+  # Brightness then contrast differs from contrast then brightness on this image; with a
+  # per-image random order, identical images with identical factors would still differ.
+  x = tf.tile(tf.constant([[[[0.2, 0.6, 0.9]]]]), [64, 4, 4, 1])
+  out = augment.color_jitter(x, 0.5, seed=tf.constant([1, 1]))
+  assert out.shape == x.shape
+  assert len(np.unique(np.round(out.numpy()[:, 0, 0, 0], 5))) > 32
+
+
+def test_gaussian_blur_keeps_constant_images_and_smooths_noise():
+  constant = tf.fill([4, 32, 32, 3], 0.3)
+  blurred = augment.gaussian_blur(constant, seed=tf.constant([0, 0]))
+  np.testing.assert_allclose(blurred.numpy()[:, 4:-4, 4:-4], 0.3, atol=1e-5)
+  noise = images(batch=4, size=32)
+  smooth = augment.gaussian_blur(noise, sigma_range=(1.5, 2.0), seed=tf.constant([0, 0]))
+  assert float(tf.math.reduce_std(smooth)) < 0.6 * float(tf.math.reduce_std(noise))
+
+
+def test_runs_inside_tf_function_with_unknown_batch():
+  fn = tf.function(lambda x, s: augment.simclr_view(x, policy(), s),
+                   input_signature=[tf.TensorSpec([None, 24, 24, 3]), tf.TensorSpec([2], tf.int32)])
+  assert fn(images(batch=3), tf.constant([1, 1])).shape == (3, 24, 24, 3)

@@ -1,0 +1,104 @@
+"""Config: --set type checking, files, presets, and clear errors before any work starts."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import ConfigError, PipelineConfig, build_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_defaults_are_valid_and_set_overrides_with_types():
+  config = build_config(set_args=['image_size=48', 'batch_size=64', 'epochs=3',
+                                  'train_steps=10', 'backbone=resnet18', 'temperature=0.1',
+                                  'learning_rate=0.3', 'model_name=defects',
+                                  'bless_min_linear_top1=0.7', 'hflip=true'])
+  assert (config.image_size, config.batch_size, config.epochs, config.train_steps) == (48, 64, 3, 10)
+  assert config.backbone == 'resnet18' and config.model_name == 'defects'
+  assert config.temperature == 0.1 and config.bless_min_linear_top1 == 0.7 and config.hflip is True
+  assert PipelineConfig().validate() == PipelineConfig()
+
+
+@pytest.mark.parametrize('pair,message', [
+    ('batch_size=big', 'batch_size expects an integer'),
+    ('image_size=3.5', 'image_size expects an integer'),
+    ('temperature=warm', 'temperature expects a number'),
+    ('hflip=maybe', 'hflip expects true/false'),
+    ('no_such_key=1', "unknown config key(s) ['no_such_key']"),
+    ('batch_size', 'expects name=value'),
+])
+def test_bad_set_values_are_named(pair, message):
+  with pytest.raises(ConfigError, match=None) as error:
+    build_config(set_args=[pair])
+  assert message in str(error.value)
+
+
+@pytest.mark.parametrize('pair,message', [
+    ('batch_size=0', 'batch_size must be >= 2'),
+    ('image_size=7', 'image_size must be >= 16'),
+    ('temperature=0', 'temperature must be > 0'),
+    ('temperature=-1', 'temperature must be > 0'),
+    ('bless_min_linear_top1=1.5', 'bless_min_linear_top1 is a fraction'),
+    ('backbone=vgg', 'backbone must be one of'),
+    ('eval_percent=100', 'eval_percent must be in 1..99'),
+])
+def test_impossible_values_are_refused(pair, message):
+  with pytest.raises(ConfigError) as error:
+    build_config(set_args=[pair])
+  assert message in str(error.value)
+
+
+def test_every_problem_is_reported_at_once():
+  with pytest.raises(ConfigError) as error:
+    build_config(set_args=['batch_size=0', 'temperature=0'])
+  assert 'batch_size' in str(error.value) and 'temperature' in str(error.value)
+
+
+def test_config_files_yaml_and_json_then_set_wins(tmp_path):
+  yaml_file = tmp_path / 'c.yaml'
+  yaml_file.write_text('image_size: 40\nbatch_size: 16\n')
+  json_file = tmp_path / 'c.json'
+  json_file.write_text(json.dumps({'image_size': 20, 'temperature': 0.3}))
+  assert build_config(config_file=str(yaml_file)).image_size == 40
+  config = build_config(config_file=str(json_file), set_args=['image_size=24'])
+  assert (config.image_size, config.temperature) == (24, 0.3)
+  bad = tmp_path / 'bad.yaml'
+  bad.write_text('batch_size: [1, 2]\n')
+  with pytest.raises(ConfigError, match='batch_size expects an integer'):
+    build_config(config_file=str(bad))
+  with pytest.raises(ConfigError, match='config file not found'):
+    build_config(config_file=str(tmp_path / 'missing.yaml'))
+
+
+def test_presets():
+  assert build_config(preset='smoke').train_steps > 0
+  with pytest.raises(ConfigError, match='unknown preset'):
+    build_config(preset='nope')
+
+
+def run_cli(*args, timeout=120):
+  return subprocess.run([sys.executable, '-m', 'pipeline.cli', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_refuses_bad_config_before_any_work(tmp_path):
+  out = tmp_path / 'out'
+  result = run_cli('run', '--output', str(out), '--set', 'batch_size=0', '--set', 'image_size=7')
+  assert result.returncode == 2
+  assert 'batch_size must be >= 2' in result.stderr and 'image_size must be >= 16' in result.stderr
+  assert not out.exists()  # nothing was started
+
+
+def test_cli_missing_data_dir_is_a_clear_error(tmp_path):
+  result = run_cli('run', '--output', str(tmp_path / 'out'), '--data-dir', str(tmp_path / 'nope'))
+  assert result.returncode != 0
+  assert 'data directory does not exist' in result.stderr
+
+
+def test_cli_help_for_each_command():
+  for command in ([], ['run'], ['lineage'], ['embed']):
+    result = run_cli(*command, '--help')
+    assert result.returncode == 0 and 'usage: simclr-tfx' in result.stdout

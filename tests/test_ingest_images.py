@@ -1,0 +1,109 @@
+"""ImageIngest's per-file rules: what is valid, what is quarantined and why, which split."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.image_ingest import images
+from tests.conftest import png_bytes
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+  buffer = io.BytesIO()
+  image.save(buffer, format=fmt, **kwargs)
+  return buffer.getvalue()
+
+
+def decode_stored(data: bytes) -> Image.Image:
+  return Image.open(io.BytesIO(data))
+
+
+RGB = (np.arange(20 * 30 * 3) % 251).astype(np.uint8).reshape(20, 30, 3)
+
+
+def test_rgb_png_and_jpeg_are_stored_unchanged():
+  for data in (png_bytes(RGB), encode(Image.fromarray(RGB), 'JPEG')):
+    stored, height, width, reason = images.decode_and_validate(data)
+    assert stored == data and (height, width) == (20, 30) and reason == ''
+
+
+@pytest.mark.parametrize('make', [
+    lambda: encode(Image.fromarray(RGB).convert('CMYK'), 'JPEG'),
+    lambda: encode(Image.fromarray(RGB).convert('P'), 'PNG'),
+    lambda: encode(Image.fromarray(RGB).convert('RGBA'), 'PNG'),
+    lambda: encode(Image.fromarray((RGB[..., 0].astype(np.uint16) * 257)), 'PNG'),
+    lambda: encode(Image.fromarray(RGB), 'BMP'),
+    lambda: encode(Image.fromarray(RGB), 'GIF'),
+])
+def test_other_modes_become_rgb_png(make):
+  stored, height, width, reason = images.decode_and_validate(make())
+  assert reason == '' and (height, width) == (20, 30)
+  image = decode_stored(stored)
+  assert image.format == 'PNG' and image.mode == 'RGB'
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+  gray16 = np.full((4, 4), 65535 // 2, np.uint16)
+  stored, _, _, _ = images.decode_and_validate(encode(Image.fromarray(gray16), 'PNG'))
+  assert abs(int(np.asarray(decode_stored(stored))[0, 0, 0]) - 127) <= 1
+
+
+def test_exif_orientation_is_applied():
+  image = Image.fromarray(RGB)  # 30 wide, 20 high
+  exif = image.getexif()
+  exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+  stored, height, width, reason = images.decode_and_validate(
+      encode(image, 'JPEG', exif=exif.tobytes()))
+  assert reason == '' and (height, width) == (30, 20)
+
+
+@pytest.mark.parametrize('data,reason', [
+    (b'', 'empty file'),
+    (b'this is text, not a picture', 'not a recognised image format'),
+    (b'<html><body>404 Not Found</body></html>', 'not a recognised image format'),
+    (png_bytes(RGB)[:60], 'cannot decode image'),
+    (encode(Image.fromarray(RGB), 'JPEG')[:200], 'cannot decode image'),
+])
+def test_bad_files_get_a_reason(data, reason):
+  stored, _, _, got = images.decode_and_validate(data)
+  assert stored is None and got.startswith(reason)
+
+
+def test_min_side():
+  stored, _, _, reason = images.decode_and_validate(png_bytes(RGB[:1, :1]), min_side=8)
+  assert stored is None and 'too small' in reason
+
+
+def test_split_is_deterministic_and_near_the_requested_share():
+  import hashlib
+  shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
+  splits = [images.split_for(s, 20) for s in shas]
+  assert splits == [images.split_for(s, 20) for s in shas]
+  assert 0.17 < splits.count('eval') / len(splits) < 0.23
+
+
+def test_listing_classes_and_empty_folder(tmp_path):
+  (tmp_path / 'cat').mkdir()
+  (tmp_path / 'dog').mkdir()
+  (tmp_path / 'cat' / 'a.png').write_bytes(b'x')
+  (tmp_path / 'dog' / 'b.png').write_bytes(b'x')
+  (tmp_path / 'loose.png').write_bytes(b'x')
+  files = images.list_source_files(str(tmp_path))
+  assert [(f.relpath, f.class_name) for f in files] == [
+      ('loose.png', ''), ('cat/a.png', 'cat'), ('dog/b.png', 'dog')]
+  assert images.class_index(files) == ['cat', 'dog']
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(images.IngestError, match='holds no files'):
+    images.list_source_files(str(empty))
+  with pytest.raises(images.IngestError, match='does not exist'):
+    images.list_source_files(str(tmp_path / 'missing'))
+
+
+def test_source_fingerprint_changes_with_the_folder(tmp_path):
+  (tmp_path / 'a.png').write_bytes(b'1')
+  before = images.source_fingerprint(str(tmp_path))
+  assert before == images.source_fingerprint(str(tmp_path))
+  (tmp_path / 'b.png').write_bytes(b'2')
+  assert images.source_fingerprint(str(tmp_path)) != before
