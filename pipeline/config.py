@@ -44,7 +44,7 @@ class PipelineConfig:
   width_multiplier: float = 1.0
   projection_dim: int = 64
   batch_size: int = 128
-  epochs: int = 4
+  epochs: int = 10
   train_steps: int = 0  # > 0 overrides epochs
   temperature: float = 0.2
   optimizer: str = 'lars'  # lars | sgd | adamw

@@ -1,0 +1,179 @@
+"""The whole DAG, really run: LocalDagRunner and BeamDagRunner, SQLite MLMD, TFT on Beam.
+
+A 300-image MNIST subset, 16 px images and 3 training steps keep each run under a minute; the
+assertions are about wiring and contracts, not about accuracy.
+"""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import lineage, runner
+from pipeline.config import build_config
+from tests.conftest import png_bytes
+
+COMPONENTS = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'LinearEvaluator', 'Pusher')
+EXPECTED_IO = {
+    'ImageIngest': ({}, {'examples': 'Examples', 'schema': 'Schema',
+                         'report': 'simclr_tfx.IngestReport'}),
+    'DualViewTransform': ({'examples': 'Examples', 'schema': 'Schema'},
+                          {'transform_graph': 'TransformGraph', 'transformed_examples': 'Examples'}),
+    'SimCLRTrainer': ({'transformed_examples': 'Examples', 'transform_graph': 'TransformGraph'},
+                      {'model': 'Model', 'model_run': 'ModelRun'}),
+    'LinearEvaluator': ({'examples': 'Examples', 'model': 'Model'},
+                        {'evaluation': 'ModelEvaluation', 'blessing': 'ModelBlessing'}),
+    'Pusher': ({'model': 'Model', 'model_blessing': 'ModelBlessing'},
+               {'pushed_model': 'PushedModel'}),
+}
+
+
+def smoke_config(data_dir, out, **overrides):
+  return build_config(preset='smoke', data_dir=data_dir, output_dir=str(out),
+                      set_args=[f'{k}={v}' for k, v in overrides.items()])
+
+
+def executions_by_component(metadata_path):
+  store = lineage.open_store(metadata_path)
+  return {e['component']: e for e in lineage.run_executions(store, lineage.latest_run(store))}
+
+
+@pytest.fixture(scope='module')
+def local_run(mnist_subset, tmp_path_factory):
+  out = tmp_path_factory.mktemp('local_run')
+  config = smoke_config(mnist_subset, out)
+  summary = runner.run_pipeline(config, engine='local')
+  return config, summary, os.path.join(str(out), 'metadata.sqlite')
+
+
+def test_five_executions_complete_with_their_artifacts(local_run):
+  _, summary, metadata_path = local_run
+  executions = executions_by_component(metadata_path)
+  assert sorted(executions) == sorted(COMPONENTS)
+  for component, (inputs, outputs) in EXPECTED_IO.items():
+    entry = executions[component]
+    assert entry['state'] == 'COMPLETE', (component, entry['state'])
+    got_inputs = {k: v[0]['type'] for k, v in entry['inputs'].items()}
+    got_outputs = {k: v[0]['type'] for k, v in entry['outputs'].items()}
+    assert got_inputs == inputs, component
+    assert got_outputs == outputs, component
+  # Wiring: the trainer consumed exactly what the transform produced, and so on down the DAG.
+  produced = executions['DualViewTransform']['outputs']['transform_graph'][0]['id']
+  assert executions['SimCLRTrainer']['inputs']['transform_graph'][0]['id'] == produced
+  model_id = executions['SimCLRTrainer']['outputs']['model'][0]['id']
+  assert executions['Pusher']['inputs']['model'][0]['id'] == model_id
+  assert summary['pushed'] is True
+
+
+def test_ingest_report_and_examples(local_run):
+  _, _, metadata_path = local_run
+  ingest = executions_by_component(metadata_path)['ImageIngest']
+  with open(os.path.join(ingest['outputs']['report'][0]['uri'], 'report.json')) as f:
+    report = json.load(f)
+  assert report['num_files'] == 300 and report['num_examples'] == 300
+  assert report['classes'] == [str(d) for d in range(10)]
+  assert report['split_counts']['train'] + report['split_counts']['eval'] == 300
+  assert report['split_counts']['eval'] > 20
+  examples_uri = ingest['outputs']['examples'][0]['uri']
+  assert glob.glob(os.path.join(examples_uri, 'Split-train', '*.gz'))
+  assert glob.glob(os.path.join(examples_uri, 'Split-eval', '*.gz'))
+  props = ingest['outputs']['examples'][0]['properties']
+  assert props['split_names'] == '["train", "eval"]'
+
+
+def test_policy_recorded_and_tensorboard_written(local_run):
+  config, _, metadata_path = local_run
+  executions = executions_by_component(metadata_path)
+  graph = executions['DualViewTransform']['outputs']['transform_graph'][0]
+  assert json.loads(graph['properties']['augmentation_policy']) == json.loads(
+      json.dumps(config.augmentation_policy()))
+  assert os.path.isfile(os.path.join(graph['uri'], 'policy.json'))
+  run_dir = executions['SimCLRTrainer']['outputs']['model_run'][0]['uri']
+  assert glob.glob(os.path.join(run_dir, 'events.out.tfevents.*'))
+
+
+def test_metrics_json_contract(local_run):
+  _, _, metadata_path = local_run
+  evaluation = executions_by_component(metadata_path)['LinearEvaluator']['outputs']['evaluation'][0]
+  with open(os.path.join(evaluation['uri'], 'metrics.json')) as f:
+    metrics = json.load(f)
+  for key in ('linear_top1', 'knn_top1', 'num_labelled', 'num_eval', 'blessed', 'blessing_reason'):
+    assert key in metrics
+  assert 0.0 <= metrics['linear_top1'] <= 1.0 and 0.0 <= metrics['knn_top1'] <= 1.0
+  assert metrics['num_labelled'] + metrics['num_eval'] == 300
+
+
+def test_pushed_model_serves_png_bytes(local_run, mnist_subset):
+  config, summary, _ = local_run
+  model_dir = os.path.join(config.output_dir, 'serving', config.model_name)
+  versions = [d for d in os.listdir(model_dir) if d.isdigit()]
+  assert versions == [str(summary['pushed_version'])]
+  version_dir = os.path.join(model_dir, versions[0])
+  assert os.path.isfile(os.path.join(version_dir, 'saved_model.pb'))
+
+  loaded = tf.saved_model.load(version_dir)  # what TF Serving does
+  serve = loaded.signatures['serving_default']
+  spec = serve.structured_input_signature[1]['images']
+  assert spec.dtype == tf.string and spec.shape.as_list() == [None]
+  digits = sorted(glob.glob(os.path.join(mnist_subset, '*', '*.png')))[:3]
+  batch = [open(p, 'rb').read() for p in digits]
+  batch.append(png_bytes(np.full((50, 70, 3), 200, np.uint8)))  # any size, colour
+  out = serve(images=tf.constant(batch))
+  embedding, projection = out['embedding'].numpy(), out['projection'].numpy()
+  assert embedding.dtype == np.float32 and embedding.shape[0] == 4
+  assert projection.shape == (4, config.projection_dim)
+  assert np.isfinite(embedding).all() and np.isfinite(projection).all()
+  np.testing.assert_allclose(np.linalg.norm(projection, axis=1), 1.0, rtol=1e-4)
+  # Same image, same embedding: the graph is deterministic at serving time.
+  again = serve(images=tf.constant(batch[:1]))['embedding'].numpy()
+  np.testing.assert_allclose(again[0], embedding[0], rtol=1e-4, atol=1e-5)
+
+
+def test_second_identical_run_is_cached_and_pushes_nothing_new(local_run):
+  config, first, metadata_path = local_run
+  second = runner.run_pipeline(config, engine='local')
+  states = {e['component']: e['state'] for e in second['executions']}
+  assert states == {c: 'CACHED' for c in COMPONENTS}
+  model_dir = os.path.join(config.output_dir, 'serving', config.model_name)
+  assert [d for d in os.listdir(model_dir) if d.isdigit()] == [str(first['pushed_version'])]
+
+
+def test_beam_engine_and_an_unblessed_model_is_not_pushed(mnist_subset, tmp_path):
+  config = smoke_config(mnist_subset, tmp_path / 'beam_run', bless_min_linear_top1=1.0)
+  summary = runner.run_pipeline(config, engine='beam')
+  states = {e['component']: e['state'] for e in summary['executions']}
+  assert states == {c: 'COMPLETE' for c in COMPONENTS}
+  assert summary['pushed'] is False
+  assert 'threshold' in summary['push_reason']
+  serving = os.path.join(config.output_dir, 'serving')
+  assert not glob.glob(os.path.join(serving, '*', '[0-9]*'))
+
+
+def test_cli_run_prints_the_summary(mnist_subset, tmp_path):
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, '-m', 'pipeline.cli', 'run', '--data-dir', mnist_subset, '--output',
+       str(tmp_path / 'cli'), '--preset', 'smoke', '--summary-json', str(tmp_path / 's.json')],
+      cwd=repo, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'simclr-tfx run summary' in result.stdout
+  assert 'linear probe  top-1' in result.stdout and 'metadata.sqlite' in result.stdout
+  with open(tmp_path / 's.json') as f:
+    summary = json.load(f)
+  assert summary['pushed'] and os.path.isdir(summary['pushed_destination'])
+  lineage_out = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'lineage', '--output',
+                                str(tmp_path / 'cli'), '--json'], cwd=repo, capture_output=True,
+                               text=True, timeout=300)
+  assert lineage_out.returncode == 0, lineage_out.stderr[-2000:]
+  assert len(json.loads(lineage_out.stdout)['executions']) == 5
+  digit = sorted(glob.glob(os.path.join(mnist_subset, '3', '*.png')))[0]
+  embed = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'embed', '--model',
+                          os.path.join(str(tmp_path / 'cli'), 'serving', 'simclr_encoder'), digit],
+                         cwd=repo, capture_output=True, text=True, timeout=300)
+  assert embed.returncode == 0, embed.stderr[-2000:]
+  rows = json.loads(embed.stdout)
+  assert rows[0]['image'] == digit and len(rows[0]['embedding']) > 0
