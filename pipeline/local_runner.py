@@ -4,7 +4,8 @@
   tfx run create --engine local --pipeline_name simclr-tfx
 
 The configuration comes from the environment so the same file serves any data set:
-SIMCLR_TFX_CONFIG (a YAML/JSON config file), SIMCLR_TFX_DATA_DIR, SIMCLR_TFX_OUTPUT and
+SIMCLR_TFX_CONFIG (a YAML/JSON config file), SIMCLR_TFX_PRESET, SIMCLR_TFX_DATA_DIR,
+SIMCLR_TFX_OUTPUT and
 SIMCLR_TFX_SET ("name=value;name=value"). Without them it runs the embedded demo into ./out.
 """
 import os
@@ -23,6 +24,7 @@ from pipeline.runner import resolve_data_dir
 def config_from_environment():
   set_args = [p for p in os.environ.get('SIMCLR_TFX_SET', '').split(';') if p.strip()]
   return resolve_data_dir(build_config(
+      preset=os.environ.get('SIMCLR_TFX_PRESET') or None,
       config_file=os.environ.get('SIMCLR_TFX_CONFIG') or None, set_args=set_args,
       data_dir=os.environ.get('SIMCLR_TFX_DATA_DIR') or None,
       output_dir=os.environ.get('SIMCLR_TFX_OUTPUT') or None))

@@ -177,3 +177,23 @@ def test_cli_run_prints_the_summary(mnist_subset, tmp_path):
   assert embed.returncode == 0, embed.stderr[-2000:]
   rows = json.loads(embed.stdout)
   assert rows[0]['image'] == digit and len(rows[0]['embedding']) > 0
+
+
+def test_tfx_cli_local_flow(mnist_subset, tmp_path):
+  """`tfx pipeline create` + `tfx run create` on pipeline/local_runner.py, as TFX users do."""
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  tfx_cli = os.path.join(os.path.dirname(sys.executable), 'tfx')
+  env = dict(os.environ, LOCAL_HOME=str(tmp_path / 'tfx_home'), SIMCLR_TFX_PRESET='smoke',
+             SIMCLR_TFX_DATA_DIR=mnist_subset, SIMCLR_TFX_OUTPUT=str(tmp_path / 'out'))
+  for command in (['pipeline', 'create', '--engine', 'local', '--pipeline_path',
+                   'pipeline/local_runner.py'],
+                  ['run', 'create', '--engine', 'local', '--pipeline_name', 'simclr-tfx']):
+    result = subprocess.run([tfx_cli, *command], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  executions = executions_by_component(str(tmp_path / 'out' / 'metadata.sqlite'))
+  assert {c: e['state'] for c, e in executions.items()} == {c: 'COMPLETE' for c in COMPONENTS}
+  assert glob.glob(str(tmp_path / 'out' / 'serving' / 'simclr_encoder' / '[0-9]*' /
+                       'saved_model.pb'))
