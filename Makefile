@@ -11,7 +11,7 @@ ARGS ?=
 # pip on these machines prints one harmless warning per package for a missing local index.
 PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
-.PHONY: install run test lock bench clean
+.PHONY: install run test lock bench-input clean
 
 $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -42,3 +42,7 @@ lock:
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+## Input pipeline benchmark (ingest + augmentation on ../shared/datasets/cifar10/train).
+bench-input: install
+	$(PY) -m benchmarks.bench_input

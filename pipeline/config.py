@@ -27,6 +27,13 @@ class PipelineConfig:
 
   # --- ingest -------------------------------------------------------------------------------
   eval_percent: int = 20  # share of images (by content hash) in the eval split
+  labelled_fraction: float = 1.0  # class-balanced share of train labels the probe may use
+  include_globs: str = ''  # comma-separated; empty = every file
+  exclude_globs: str = ''  # comma-separated, e.g. '*.txt,thumbs/*'
+  manifest: str = ''  # optional CSV of path,label (relative to data_dir) instead of folders
+  min_side: int = 8  # images with a smaller side are quarantined
+  max_pixels: int = 178_956_970  # declared width*height above this is quarantined (unread)
+  max_bad_fraction: float = 0.5  # fail the run when more inputs than this are unusable
   # Extra Beam options for the data components (e.g. runner, direct_num_workers).
   beam_pipeline_args: str = '--runner=DirectRunner --direct_running_mode=in_memory'
 
@@ -36,7 +43,11 @@ class PipelineConfig:
   color_jitter_strength: float = 0.5
   color_jitter_prob: float = 0.8
   grayscale_prob: float = 0.2
-  blur_prob: float = 0.0  # SimCLR CIFAR recipe: no blur at 32 px
+  blur_prob: float = 0.5
+  # The SimCLR CIFAR recipe uses no blur on small images: blur applies above 64 px only,
+  # unless this is set.
+  blur_at_small_sizes: bool = False
+  solarize_prob: float = 0.0  # optional (BYOL-style); 0 = off
   hflip: bool = False  # digits are not mirror-symmetric; natural photos want True
 
   # --- model and training --------------------------------------------------------------------
@@ -75,7 +86,13 @@ class PipelineConfig:
     need(0.0 < self.crop_scale_min <= 1.0,
          f'crop_scale_min must be in (0, 1], got {self.crop_scale_min}')
     need(self.color_jitter_strength >= 0, 'color_jitter_strength must be >= 0')
-    for name in ('color_jitter_prob', 'grayscale_prob', 'blur_prob'):
+    need(0.0 < self.labelled_fraction <= 1.0,
+         f'labelled_fraction must be in (0, 1], got {self.labelled_fraction}')
+    need(self.min_side >= 1, f'min_side must be >= 1, got {self.min_side}')
+    need(self.max_pixels >= 0, f'max_pixels must be >= 0 (0 = no limit), got {self.max_pixels}')
+    need(0.0 <= self.max_bad_fraction <= 1.0,
+         f'max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}')
+    for name in ('color_jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob'):
       value = getattr(self, name)
       need(0.0 <= value <= 1.0, f'{name} must be a probability in [0, 1], got {value}')
     need(self.backbone in BACKBONES,
@@ -114,9 +131,13 @@ class PipelineConfig:
                          'brightness': 0.8 * s, 'contrast': 0.8 * s,
                          'saturation': 0.8 * s, 'hue': 0.2 * s, 'random_order': True},
         'grayscale_prob': self.grayscale_prob,
-        'gaussian_blur': {'prob': self.blur_prob, 'sigma': [0.1, 2.0],
-                          'kernel_fraction': 0.1},
+        'gaussian_blur': {'prob': self.effective_blur_prob(), 'configured_prob': self.blur_prob,
+                          'sigma': [0.1, 2.0], 'kernel_fraction': 0.1},
+        'solarize': {'prob': self.solarize_prob, 'threshold': 0.5},
     }
+
+  def effective_blur_prob(self) -> float:
+    return self.blur_prob if (self.image_size > 64 or self.blur_at_small_sizes) else 0.0
 
 
 BACKBONES = ('resnet_small', 'resnet18', 'resnet34')

@@ -38,8 +38,14 @@ def paths(config: PipelineConfig) -> dict:
 def create_components(config: PipelineConfig) -> list:
   where = paths(config)
   data_dir = os.path.abspath(config.data_dir)
+  manifest = os.path.abspath(config.manifest) if config.manifest else ''
   ingest = ImageIngest(data_dir=data_dir, eval_percent=config.eval_percent,
-                       source_fingerprint=images.source_fingerprint(data_dir))
+                       source_fingerprint=images.source_fingerprint(data_dir, manifest),
+                       min_side=config.min_side, max_pixels=config.max_pixels,
+                       max_bad_fraction=config.max_bad_fraction,
+                       labelled_fraction=config.labelled_fraction,
+                       include_globs=config.include_globs, exclude_globs=config.exclude_globs,
+                       manifest=manifest)
   transform = DualViewTransform(
       examples=ingest.outputs['examples'], schema=ingest.outputs['schema'],
       image_size=config.image_size,

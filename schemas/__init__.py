@@ -13,6 +13,7 @@ HEIGHT_KEY = 'image/height'
 WIDTH_KEY = 'image/width'
 LABEL_KEY = 'image/class/label'
 CLASS_TEXT_KEY = 'image/class/text'
+LABELLED_KEY = 'image/labelled'
 UNLABELLED = -1
 
 

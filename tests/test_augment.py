@@ -102,3 +102,54 @@ def test_runs_inside_tf_function_with_unknown_batch():
   fn = tf.function(lambda x, s: augment.simclr_view(x, policy(), s),
                    input_signature=[tf.TensorSpec([None, 24, 24, 3]), tf.TensorSpec([2], tf.int32)])
   assert fn(images(batch=3), tf.constant([1, 1])).shape == (3, 24, 24, 3)
+
+
+def test_crop_boxes_area_and_ratio_within_bounds():
+  boxes = augment.crop_boxes(20000, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                             seed=tf.constant([9, 9])).numpy()
+  h, w = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+  area = h * w
+  assert (boxes >= 0).all() and (boxes <= 1.0 + 1e-6).all()
+  assert area.min() >= 0.08 - 1e-6 and area.max() <= 1.0 + 1e-6
+  unclipped = (h < 1.0) & (w < 1.0)
+  ratio = w[unclipped] / h[unclipped]
+  assert ratio.min() >= 3 / 4 - 1e-4 and ratio.max() <= 4 / 3 + 1e-4
+  # Area is drawn uniformly in [0.08, 1]; the fit fallback only trims the largest boxes.
+  assert 0.5 < float(np.median(area)) < 0.6
+  assert np.mean(area < 0.3) == pytest.approx((0.3 - 0.08) / 0.92, abs=0.02)
+
+
+def test_color_jitter_changes_colour_not_geometry():
+  # Jitter is a per-image colour map: pixels of the same colour stay identical to each other
+  # (nothing moves, nothing blurs), while the colours themselves change.
+  x = np.zeros([64, 16, 16, 3], np.float32)
+  x[:, :, :8] = [0.8, 0.3, 0.2]  # left half one colour
+  x[:, :, 8:] = [0.1, 0.5, 0.7]  # right half another
+  out = augment.color_jitter(tf.constant(x), 0.5, seed=tf.constant([2, 3])).numpy()
+  assert np.abs(out - x).mean() > 0.01
+  left, right = out[:, :, :8].reshape(64, -1, 3), out[:, :, 8:].reshape(64, -1, 3)
+  assert np.abs(left - left[:, :1]).max() < 1e-5 and np.abs(right - right[:, :1]).max() < 1e-5
+
+
+def test_solarize_inverts_bright_pixels_only():
+  x = tf.constant([[[[0.2, 0.5, 0.9]]]])
+  np.testing.assert_allclose(augment.solarize(x).numpy(), [[[[0.2, 0.5, 0.1]]]], atol=1e-6)
+  p = policy(solarize_prob=1.0, color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+  assert p['solarize']['prob'] == 1.0
+
+
+def test_blur_is_off_at_small_sizes_by_default():
+  assert PipelineConfig(image_size=32).augmentation_policy()['gaussian_blur']['prob'] == 0.0
+  assert PipelineConfig(image_size=96).augmentation_policy()['gaussian_blur']['prob'] == 0.5
+  small_with_blur = PipelineConfig(image_size=32, blur_at_small_sizes=True)
+  assert small_with_blur.augmentation_policy()['gaussian_blur']['prob'] == 0.5
+
+
+def test_gaussian_kernel_is_about_a_tenth_of_the_side():
+  # An impulse spreads over about 10% of the side (kernel radius = side * 0.1 // 2).
+  impulse = np.zeros([1, 100, 100, 3], np.float32)
+  impulse[0, 50, 50] = 1.0
+  out = augment.gaussian_blur(tf.constant(impulse), sigma_range=(50.0, 50.0),
+                              seed=tf.constant([0, 0])).numpy()
+  support = np.nonzero(out[0, 50, :, 0] > 1e-6)[0]
+  assert support.max() - support.min() + 1 == 11

@@ -1,5 +1,6 @@
 """ImageIngest's per-file rules: what is valid, what is quarantined and why, which split."""
 import io
+import zlib
 
 import numpy as np
 import pytest
@@ -35,6 +36,9 @@ def test_rgb_png_and_jpeg_are_stored_unchanged():
     lambda: encode(Image.fromarray((RGB[..., 0].astype(np.uint16) * 257)), 'PNG'),
     lambda: encode(Image.fromarray(RGB), 'BMP'),
     lambda: encode(Image.fromarray(RGB), 'GIF'),
+    lambda: encode(Image.fromarray(RGB), 'WEBP'),
+    lambda: encode(Image.fromarray(RGB), 'TIFF'),
+    lambda: encode(Image.fromarray(RGB[..., 0] > 100), 'PNG'),  # 1-bit
 ])
 def test_other_modes_become_rgb_png(make):
   stored, height, width, reason = images.decode_and_validate(make())
@@ -92,10 +96,10 @@ def test_listing_classes_and_empty_folder(tmp_path):
   files = images.list_source_files(str(tmp_path))
   assert [(f.relpath, f.class_name) for f in files] == [
       ('loose.png', ''), ('cat/a.png', 'cat'), ('dog/b.png', 'dog')]
-  assert images.class_index(files) == ['cat', 'dog']
+  assert images.class_index(f.class_name for f in files) == ['cat', 'dog']
   empty = tmp_path / 'empty'
   empty.mkdir()
-  with pytest.raises(images.IngestError, match='holds no files'):
+  with pytest.raises(images.IngestError, match='holds no files to ingest'):
     images.list_source_files(str(empty))
   with pytest.raises(images.IngestError, match='does not exist'):
     images.list_source_files(str(tmp_path / 'missing'))
@@ -107,3 +111,67 @@ def test_source_fingerprint_changes_with_the_folder(tmp_path):
   assert before == images.source_fingerprint(str(tmp_path))
   (tmp_path / 'b.png').write_bytes(b'2')
   assert images.source_fingerprint(str(tmp_path)) != before
+
+
+def test_animated_gif_keeps_the_first_frame():
+  frames = [Image.fromarray(np.full((10, 10, 3), v, np.uint8)) for v in (10, 200)]
+  buffer = io.BytesIO()
+  frames[0].save(buffer, format='GIF', save_all=True, append_images=frames[1:])
+  stored, _, _, reason = images.decode_and_validate(buffer.getvalue())
+  assert reason == '' and np.asarray(decode_stored(stored))[0, 0, 0] < 50
+
+
+def test_unsupported_format_and_declared_size_limit():
+  ico = encode(Image.fromarray(RGB), 'ICO')
+  stored, _, _, reason = images.decode_and_validate(ico)
+  assert stored is None and reason == 'unsupported image format ICO'
+  # A PNG whose header declares 100000 x 100000 pixels: refused from the header, never decoded.
+  header = bytearray(png_bytes(RGB[:1, :1]))
+  header[16:24] = (100000).to_bytes(4, 'big') * 2
+  header[29:33] = zlib.crc32(bytes(header[12:29])).to_bytes(4, 'big')  # a valid IHDR chunk
+  stored, height, width, reason = images.decode_and_validate(bytes(header), max_pixels=10**8)
+  assert stored is None and (height, width) == (100000, 100000)
+  assert reason.startswith('declared size 100000x100000') and 'max_pixels' in reason
+
+
+def test_include_exclude_globs(tmp_path):
+  for rel in ('cat/a.png', 'cat/thumbs/t.png', 'dog/b.jpg', 'notes.txt'):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_bytes(b'x')
+  listing = images.list_sources(str(tmp_path), include=['*.png', '*.jpg'], exclude=['*/thumbs/*'])
+  assert [f.relpath for f in listing.files] == ['cat/a.png', 'dog/b.jpg']
+  assert sorted(listing.excluded) == ['cat/thumbs/t.png', 'notes.txt']
+  # Deeper folders belong to their first-level class folder.
+  nested = images.list_sources(str(tmp_path), include=['t.png']).files
+  assert [(f.relpath, f.class_name) for f in nested] == [('cat/thumbs/t.png', 'cat')]
+  with pytest.raises(images.IngestError, match='excluded by the include/exclude globs'):
+    images.list_sources(str(tmp_path), exclude=['*'])
+
+
+def test_manifest(tmp_path):
+  (tmp_path / 'x.png').write_bytes(b'x')
+  (tmp_path / 'y.png').write_bytes(b'x')
+  (tmp_path / 'z.png').write_bytes(b'x')
+  manifest = tmp_path / 'm.csv'
+  manifest.write_text('path,label\nx.png,ok\ny.png,\nmissing.png,defect\n')
+  listing = images.list_sources(str(tmp_path), manifest=str(manifest))
+  assert [(f.relpath, f.class_name) for f in listing.files] == [
+      ('x.png', 'ok'), ('y.png', ''), ('missing.png', 'defect')]
+  assert listing.not_in_manifest == 2  # z.png and the manifest itself
+  bad = tmp_path / 'bad.csv'
+  bad.write_text('a,b,c\n')
+  with pytest.raises(images.IngestError, match='expected "path,label"'):
+    images.list_sources(str(tmp_path), manifest=str(bad))
+
+
+def test_labelled_fraction_is_class_balanced_deterministic_and_nested():
+  import hashlib
+  by_class = {c: [hashlib.sha256(f'{c}{i}'.encode()).hexdigest() for i in range(n)]
+              for c, n in (('a', 200), ('b', 50), ('c', 3))}
+  ten = images.select_labelled(by_class, 0.10)
+  assert sum(s in ten for s in by_class['a']) == 20 and sum(s in ten for s in by_class['b']) == 5
+  assert sum(s in ten for s in by_class['c']) == 1  # at least one label per class
+  one = images.select_labelled(by_class, 0.01)
+  assert one <= ten  # a smaller fraction is a subset of a larger one
+  assert images.select_labelled(by_class, 0.10) == ten
+  assert len(images.select_labelled(by_class, 1.0)) == 253

@@ -90,6 +90,9 @@ def test_policy_recorded_and_tensorboard_written(local_run):
   assert json.loads(graph['properties']['augmentation_policy']) == json.loads(
       json.dumps(config.augmentation_policy()))
   assert os.path.isfile(os.path.join(graph['uri'], 'policy.json'))
+  from PIL import Image
+  preview = Image.open(os.path.join(graph['uri'], 'preview.png'))
+  assert preview.format == 'PNG' and preview.width > 3 * 64  # originals + two views per row
   run_dir = executions['SimCLRTrainer']['outputs']['model_run'][0]['uri']
   assert glob.glob(os.path.join(run_dir, 'events.out.tfevents.*'))
 
@@ -140,9 +143,18 @@ def test_second_identical_run_is_cached_and_pushes_nothing_new(local_run):
   assert [d for d in os.listdir(model_dir) if d.isdigit()] == [str(first['pushed_version'])]
 
 
-def test_beam_engine_and_an_unblessed_model_is_not_pushed(mnist_subset, tmp_path):
-  config = smoke_config(mnist_subset, tmp_path / 'beam_run', bless_min_linear_top1=1.0)
+def test_beam_engine_labelled_fraction_and_an_unblessed_model_is_not_pushed(mnist_subset,
+                                                                            tmp_path):
+  config = smoke_config(mnist_subset, tmp_path / 'beam_run', bless_min_linear_top1=1.0,
+                        labelled_fraction=0.1)
   summary = runner.run_pipeline(config, engine='beam')
+  # The probe saw only the class-balanced 10% of train labels that ImageIngest flagged.
+  report_path, = glob.glob(os.path.join(config.output_dir, 'pipeline_root', 'ImageIngest',
+                                        'report', '*', 'report.json'))
+  with open(report_path) as f:
+    report = json.load(f)
+  assert summary['num_labelled'] == report['num_labelled_for_probe']
+  assert 20 <= summary['num_labelled'] <= 30  # 10% of ~240 train images, >= 1 per class
   states = {e['component']: e['state'] for e in summary['executions']}
   assert states == {c: 'COMPLETE' for c in COMPONENTS}
   assert summary['pushed'] is False

@@ -30,14 +30,11 @@ def _seeds(seed: tf.Tensor, n: int) -> tf.Tensor:
   return tf.random.experimental.stateless_split(seed, n)
 
 
-def random_resized_crop(images: tf.Tensor, size: int, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3), *, seed: tf.Tensor) -> tf.Tensor:
-  """Crops a random area fraction in `scale` with aspect ratio in `ratio`, resized to size.
-
-  Area and log-aspect are sampled per image; a box that does not fit is shrunk to fit (the
-  usual fallback), so every image gets a valid crop in one crop_and_resize call.
-  """
-  batch = tf.shape(images)[0]
+def crop_boxes(batch: tf.Tensor, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), *,
+               seed: tf.Tensor) -> tf.Tensor:
+  """Random crop boxes [B, 4] (y0, x0, y1, x1 in [0, 1]) of area fraction in `scale` and
+  aspect ratio in `ratio`. Area and log-aspect are sampled per image; a box that does not fit
+  is shrunk to fit (the usual fallback), so the area is never below min(scale[0], 1/ratio[1])."""
   s_area, s_ratio, s_y, s_x = tf.unstack(_seeds(seed, 4))
   area = _uniform(batch, scale[0], scale[1], s_area)
   log_ratio = _uniform(batch, float(tf.math.log(ratio[0])), float(tf.math.log(ratio[1])),
@@ -47,7 +44,15 @@ def random_resized_crop(images: tf.Tensor, size: int, scale=(0.08, 1.0),
   w = tf.minimum(tf.sqrt(area * aspect), 1.0)
   y0 = tf.random.stateless_uniform([batch], s_y) * (1.0 - h)
   x0 = tf.random.stateless_uniform([batch], s_x) * (1.0 - w)
-  boxes = tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
+  return tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
+
+
+def random_resized_crop(images: tf.Tensor, size: int, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3), *, seed: tf.Tensor) -> tf.Tensor:
+  """Crops a random box (see crop_boxes) of every image and resizes it to size x size, in one
+  crop_and_resize call for the whole batch."""
+  batch = tf.shape(images)[0]
+  boxes = crop_boxes(batch, scale, ratio, seed=seed)
   return tf.image.crop_and_resize(images, boxes, tf.range(batch), [size, size])
 
 
@@ -143,9 +148,18 @@ def gaussian_blur(images: tf.Tensor, sigma_range=(0.1, 2.0), kernel_fraction: fl
   return tf.transpose(out, [2, 0, 1, 3])
 
 
+def solarize(images: tf.Tensor, threshold: float = 0.5) -> tf.Tensor:
+  """Inverts pixels at or above the threshold (BYOL's solarization)."""
+  return tf.where(images < threshold, images, 1.0 - images)
+
+
 def simclr_view(images: tf.Tensor, policy: Dict[str, Any], seed: tf.Tensor) -> tf.Tensor:
-  """One random SimCLR view of every image in the batch, in [0, 1]."""
-  seeds = _seeds(seed, 5)
+  """One random SimCLR view of every image in the batch, in [0, 1].
+
+  Order as in SimCLR: crop, flip, colour jitter (p), greyscale (p), blur (p); then the optional
+  solarize (p).
+  """
+  seeds = _seeds(seed, 6)
   size = int(policy['image_size'])
   crop = policy['random_resized_crop']
   x = random_resized_crop(images, size, tuple(crop['scale']), tuple(crop['ratio']),
@@ -163,6 +177,9 @@ def simclr_view(images: tf.Tensor, policy: Dict[str, Any], seed: tf.Tensor) -> t
     x = random_apply(
         lambda t, s: gaussian_blur(t, tuple(blur['sigma']), blur['kernel_fraction'], seed=s),
         x, blur['prob'], seed=seeds[4])
+  sol = policy.get('solarize') or {'prob': 0.0}
+  if sol['prob'] > 0:
+    x = random_apply(lambda t, s: solarize(t, sol['threshold']), x, sol['prob'], seed=seeds[5])
   return tf.clip_by_value(x, 0.0, 1.0)
 
 

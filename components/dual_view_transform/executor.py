@@ -13,6 +13,7 @@ import os
 import time
 
 import apache_beam as beam
+import numpy as np
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
@@ -27,6 +28,7 @@ from components.dual_view_transform import preprocessing
 
 SPLITS = ('train', 'eval')
 POLICY_FILE = 'policy.json'
+PREVIEW_FILE = 'preview.png'  # originals and their two views, for a person to look at
 
 
 def read_policy(transform_graph_uri: str) -> dict:
@@ -77,6 +79,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     io_utils.write_json(os.path.join(transform_graph.uri, POLICY_FILE), policy)
     stats = self._statistics(transform_graph.uri)
+    self._write_preview(transformed, policy, transform_graph.uri)
     transform_graph.set_string_custom_property('augmentation_policy',
                                                json.dumps(policy, sort_keys=True))
     transform_graph.set_int_custom_property('image_size', image_size)
@@ -84,6 +87,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     transform_graph.set_string_custom_property('channel_std', json.dumps(stats['std']))
     logging.info('DualViewTransform: image_size %d, channel mean %s std %s, %.1fs',
                  image_size, stats['mean'], stats['std'], time.time() - started)
+
+  @staticmethod
+  def _write_preview(transformed, policy, transform_graph_uri, count: int = 8) -> None:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from components.dual_view_transform import dataset, preview  # pylint: disable=g-import-not-at-top
+    records = dataset.load_transformed(artifact_utils.get_split_uri([transformed], 'train'),
+                                       int(policy['image_size'])).shuffle(2048, seed=0).take(count)
+    unit = [r['image'].numpy() / 255.0 for r in records]
+    if unit:
+      with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREVIEW_FILE), 'wb') as f:
+        f.write(preview.preview_grid(np.stack(unit), policy))
 
   @staticmethod
   def _statistics(transform_graph_uri: str) -> dict:

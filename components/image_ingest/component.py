@@ -18,7 +18,12 @@ class ImageIngestSpec(types.ComponentSpec):
       # changes this parameter, so TFX's cache never reuses an ingest of stale data.
       'source_fingerprint': ExecutionParameter(type=str),
       'min_side': ExecutionParameter(type=int, optional=True),
+      'max_pixels': ExecutionParameter(type=int, optional=True),
       'max_bad_fraction': ExecutionParameter(type=float, optional=True),
+      'labelled_fraction': ExecutionParameter(type=float, optional=True),
+      'include_globs': ExecutionParameter(type=str, optional=True),  # comma-separated
+      'exclude_globs': ExecutionParameter(type=str, optional=True),
+      'manifest': ExecutionParameter(type=str, optional=True),  # CSV path,label
   }
   INPUTS = {}
   OUTPUTS = {
@@ -33,10 +38,15 @@ class ImageIngest(base_beam_component.BaseBeamComponent):
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self, data_dir: str, eval_percent: int, source_fingerprint: str,
-               min_side: Optional[int] = None, max_bad_fraction: Optional[float] = None):
+               min_side: Optional[int] = None, max_pixels: Optional[int] = None,
+               max_bad_fraction: Optional[float] = None,
+               labelled_fraction: Optional[float] = None, include_globs: Optional[str] = None,
+               exclude_globs: Optional[str] = None, manifest: Optional[str] = None):
     spec = ImageIngestSpec(
         data_dir=data_dir, eval_percent=eval_percent, source_fingerprint=source_fingerprint,
-        min_side=min_side, max_bad_fraction=max_bad_fraction,
+        min_side=min_side, max_pixels=max_pixels, max_bad_fraction=max_bad_fraction,
+        labelled_fraction=labelled_fraction, include_globs=include_globs,
+        exclude_globs=exclude_globs, manifest=manifest,
         examples=types.Channel(type=standard_artifacts.Examples),
         schema=types.Channel(type=standard_artifacts.Schema),
         report=types.Channel(type=IngestReport))

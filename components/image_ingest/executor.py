@@ -8,6 +8,7 @@ folds into report.json after the pipeline finishes.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,18 +29,47 @@ from components.image_ingest import images
 SPLITS = ('train', 'eval')
 
 
-def _read_one(source: Dict[str, Any], data_dir: str, min_side: int) -> Dict[str, Any]:
-  path = os.path.join(data_dir, source['relpath'])
-  try:
-    with open(path, 'rb') as f:
-      raw = f.read()
-  except OSError as e:
-    return {**source, 'error': f'cannot read file: {e.strerror or e}'}
-  stored, height, width, reason = images.decode_and_validate(raw, min_side=min_side)
+def _image_record(source, raw: bytes, relpath: str, class_name: str, limits) -> Dict[str, Any]:
+  stored, height, width, reason = images.decode_and_validate(raw, **limits)
   if stored is None:
-    return {**source, 'error': reason}
-  return {**source, 'sha256': hashlib.sha256(raw).hexdigest(), 'bytes': stored,
-          'height': height, 'width': width}
+    return {'relpath': relpath, 'error': reason}
+  return {'relpath': relpath, 'class_name': class_name, 'sha256': hashlib.sha256(raw).hexdigest(),
+          'bytes': stored, 'height': height, 'width': width}
+
+
+def _load(source: Dict[str, Any], data_dir: str, limits: Dict[str, int]):
+  """One source file -> records (an image file gives one; a TFRecord file one per example)."""
+  path = os.path.join(os.fsencode(data_dir), source['raw_relpath'])
+  if source['kind'] == 'image':
+    try:
+      with open(path, 'rb') as f:
+        raw = f.read()
+    except OSError as e:
+      yield {'relpath': source['relpath'], 'error': f'cannot read file: {e.strerror or e}'}
+      return
+    yield _image_record(source, raw, source['relpath'], source['class_name'], limits)
+    return
+  compression = 'GZIP' if path.lower().endswith(b'.gz') else ''
+  index = -1
+  try:
+    for index, serialized in enumerate(
+        tf.data.TFRecordDataset(os.fsdecode(path),
+                                compression_type=compression).as_numpy_iterator()):
+      relpath = f"{source['relpath']}#{index}"
+      try:
+        features = tf.train.Example.FromString(serialized).features.feature
+      except Exception:  # pylint: disable=broad-except
+        yield {'relpath': relpath, 'error': 'record is not a tf.Example'}
+        continue
+      encoded = features.get(schemas.IMAGE_KEY)
+      if encoded is None or not encoded.bytes_list.value:
+        yield {'relpath': relpath, 'error': f'tf.Example has no {schemas.IMAGE_KEY} bytes'}
+        continue
+      class_name = source['class_name'] or images.class_of_record(features)
+      yield _image_record(source, encoded.bytes_list.value[0], relpath, class_name, limits)
+  except (tf.errors.OpError, OSError) as e:
+    yield {'relpath': f"{source['relpath']}#{index + 1}",
+           'error': f'unreadable TFRecord after {index + 1} records: {type(e).__name__}'}
 
 
 def _dedup(item):
@@ -54,6 +84,18 @@ def _dedup(item):
                                   'sha256': sha}))
 
 
+def _finalise(record, classes, selected) -> Dict[str, Any]:
+  """Adds the label (index in the sorted class list) and the labelled-for-probe flag."""
+  label = classes.index(record['class_name']) if record['class_name'] else schemas.UNLABELLED
+  if label < 0:
+    labelled = 0
+  elif record['split'] == 'eval':
+    labelled = 1  # every eval label is used to measure
+  else:
+    labelled = int(record['sha256'] in selected)  # within the configured labelled fraction
+  return {**record, 'label': label, 'labelled': labelled}
+
+
 def _to_example(record: Dict[str, Any]) -> bytes:
   def _bytes(v):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
@@ -64,11 +106,12 @@ def _to_example(record: Dict[str, Any]) -> bytes:
   features = {
       schemas.IMAGE_KEY: _bytes(record['bytes']),
       schemas.SHA256_KEY: _bytes(record['sha256'].encode()),
-      schemas.FILENAME_KEY: _bytes(record['relpath'].encode('utf-8', 'surrogateescape')),
+      schemas.FILENAME_KEY: _bytes(record['relpath'].encode('utf-8')),
       schemas.HEIGHT_KEY: _int(record['height']),
       schemas.WIDTH_KEY: _int(record['width']),
       schemas.LABEL_KEY: _int(record['label']),
-      schemas.CLASS_TEXT_KEY: _bytes(record['class_name'].encode('utf-8', 'surrogateescape')),
+      schemas.CLASS_TEXT_KEY: _bytes(record['class_name'].encode('utf-8')),
+      schemas.LABELLED_KEY: _int(record['labelled']),
   }
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
@@ -76,7 +119,13 @@ def _to_example(record: Dict[str, Any]) -> bytes:
 def _manifest_line(record: Dict[str, Any]) -> str:
   return json.dumps({'path': record['relpath'], 'sha256': record['sha256'],
                      'class': record['class_name'], 'label': record['label'],
-                     'split': record['split']})
+                     'labelled': record['labelled'], 'split': record['split']})
+
+
+def _select(items, fraction):
+  """(class, [sha256, ...]) -> the selected sha256s of that class."""
+  class_name, shas = items
+  yield from images.select_labelled({class_name: list(shas)}, fraction)
 
 
 def _read_lines(pattern: str) -> List[Dict[str, Any]]:
@@ -97,27 +146,31 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     min_side = int(exec_properties.get('min_side') or 1)
     max_bad_fraction = float(exec_properties.get('max_bad_fraction') or 0.5)
 
+    labelled_fraction = float(exec_properties.get('labelled_fraction') or 1.0)
+    limits = {'min_side': min_side, 'max_pixels': int(exec_properties.get('max_pixels') or 0)}
+
     examples = artifact_utils.get_single_instance(output_dict['examples'])
     schema_artifact = artifact_utils.get_single_instance(output_dict['schema'])
     report_artifact = artifact_utils.get_single_instance(output_dict['report'])
 
-    files = images.list_source_files(data_dir)
-    classes = images.class_index(files)
-    label_of = {name: i for i, name in enumerate(classes)}
-    sources = [{'relpath': f.relpath, 'class_name': f.class_name,
-                'label': label_of.get(f.class_name, schemas.UNLABELLED)} for f in files]
-    logging.info('ImageIngest: %d files under %s, %d classes %s', len(files), data_dir,
-                 len(classes), classes[:20])
+    listing = images.list_sources(
+        data_dir, include=images.split_globs(exec_properties.get('include_globs') or ''),
+        exclude=images.split_globs(exec_properties.get('exclude_globs') or ''),
+        manifest=exec_properties.get('manifest') or '')
+    sources = [dataclasses.asdict(f) for f in listing.files]
+    logging.info('ImageIngest: %d inputs under %s (%d excluded by globs, %d TFRecord files)',
+                 len(sources), data_dir, len(listing.excluded),
+                 sum(1 for f in listing.files if f.kind == 'tfrecord'))
 
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     side_dir = os.path.join(report_artifact.uri, 'records')
     tf.io.gfile.makedirs(side_dir)
 
     with self._make_beam_pipeline() as p:
-      decoded = (p
-                 | 'ListFiles' >> beam.Create(sources, reshuffle=True)
-                 | 'ReadAndDecode' >> beam.Map(_read_one, data_dir=data_dir, min_side=min_side))
-      good, bad = decoded | 'Validate' >> beam.Partition(lambda r, _: 1 if 'error' in r else 0, 2)
+      loaded = (p
+                | 'ListInputs' >> beam.Create(sources, reshuffle=True)
+                | 'ReadAndDecode' >> beam.FlatMap(_load, data_dir=data_dir, limits=limits))
+      good, bad = loaded | 'Validate' >> beam.Partition(lambda r, _: 1 if 'error' in r else 0, 2)
       _ = (bad
            | 'QuarantineJson' >> beam.Map(
                lambda r: json.dumps({'path': r['relpath'], 'reason': r['error']}))
@@ -131,10 +184,26 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           os.path.join(side_dir, 'duplicates'), file_name_suffix='.jsonl')
       kept = deduped.kept | 'AssignSplit' >> beam.Map(
           lambda r: {**r, 'split': images.split_for(r['sha256'], eval_percent)})
-      _ = (kept | 'ManifestJson' >> beam.Map(_manifest_line)
+      classes = (kept
+                 | 'ClassNames' >> beam.Map(lambda r: r['class_name'])
+                 | 'Labelled' >> beam.Filter(bool)
+                 | 'DistinctClasses' >> beam.Distinct()
+                 | 'AllClasses' >> beam.combiners.ToList()
+                 | 'Sort' >> beam.Map(sorted))
+      selected = (kept
+                  | 'TrainLabelled' >> beam.Filter(
+                      lambda r: r['split'] == 'train' and r['class_name'])
+                  | 'ClassSha' >> beam.Map(lambda r: (r['class_name'], r['sha256']))
+                  | 'GroupByClass' >> beam.GroupByKey()
+                  | 'SelectFraction' >> beam.FlatMap(_select, fraction=labelled_fraction)
+                  | 'AsKeys' >> beam.Map(lambda sha: (sha, True)))
+      final = kept | 'LabelAndFlag' >> beam.Map(
+          _finalise, classes=beam.pvalue.AsSingleton(classes, default_value=[]),
+          selected=beam.pvalue.AsDict(selected))
+      _ = (final | 'ManifestJson' >> beam.Map(_manifest_line)
            | 'WriteManifest' >> beam.io.WriteToText(os.path.join(side_dir, 'manifest'),
                                                     file_name_suffix='.jsonl'))
-      by_split = kept | 'PartitionSplits' >> beam.Partition(
+      by_split = final | 'PartitionSplits' >> beam.Partition(
           lambda r, _: SPLITS.index(r['split']), len(SPLITS))
       for name, records in zip(SPLITS, by_split):
         split_uri = artifact_utils.get_split_uri([examples], name)
@@ -148,8 +217,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                          key=lambda r: r['path'])
     duplicates = sorted(_read_lines(os.path.join(side_dir, 'duplicates*.jsonl')),
                         key=lambda r: r['path'])
-    report = self._report(data_dir, exec_properties, files, classes, manifest, quarantined,
-                          duplicates, time.time() - started)
+    report = self._report(data_dir, exec_properties, listing, manifest, quarantined, duplicates,
+                          time.time() - started)
     io_utils.write_json(os.path.join(report_artifact.uri, 'report.json'), report)
     tfx_io_utils.write_pbtxt_file(os.path.join(schema_artifact.uri, 'schema.pbtxt'),
                                   schemas.load_schema())
@@ -157,45 +226,60 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     for artifact in (examples, report_artifact):
       artifact.set_string_custom_property('data_fingerprint', report['data_fingerprint'])
       artifact.set_string_custom_property('source_dir', os.path.abspath(data_dir))
-      artifact.set_int_custom_property('num_examples', report['num_examples'])
-      artifact.set_int_custom_property('num_quarantined', report['num_quarantined'])
-      artifact.set_int_custom_property('num_duplicates', report['num_duplicates'])
+      for key in ('num_examples', 'num_quarantined', 'num_duplicates', 'num_labelled_for_probe'):
+        artifact.set_int_custom_property(key, report[key])
     for name in SPLITS:
       examples.set_int_custom_property(f'num_{name}', report['split_counts'][name])
-    examples.set_string_custom_property('classes', json.dumps(classes))
+    examples.set_string_custom_property('classes', json.dumps(report['classes']))
 
     self._check_usable(report, max_bad_fraction, data_dir,
                        os.path.join(report_artifact.uri, 'report.json'))
-    logging.info('ImageIngest: %d examples (train %d, eval %d), %d quarantined, %d duplicates, '
-                 '%.1f files/s', report['num_examples'], report['split_counts']['train'],
-                 report['split_counts']['eval'], report['num_quarantined'],
-                 report['num_duplicates'], len(files) / max(report['seconds'], 1e-9))
+    logging.info('ImageIngest: %d examples (train %d, eval %d; %d train labels used by the '
+                 'probe), %d quarantined, %d duplicates, %d excluded, %.1f inputs/s',
+                 report['num_examples'], report['split_counts']['train'],
+                 report['split_counts']['eval'], report['num_labelled_for_probe'],
+                 report['num_quarantined'], report['num_duplicates'], report['num_excluded'],
+                 report['num_records'] / max(report['seconds'], 1e-9))
 
   @staticmethod
-  def _report(data_dir, exec_properties, files, classes, manifest, quarantined, duplicates,
+  def _report(data_dir, exec_properties, listing, manifest, quarantined, duplicates,
               seconds) -> Dict[str, Any]:
-    per_class_split = collections.defaultdict(lambda: {s: 0 for s in SPLITS})
+    per_class = collections.defaultdict(lambda: {'train': 0, 'eval': 0, 'train_labelled': 0})
     for row in manifest:
-      per_class_split[row['class'] or '<unlabelled>'][row['split']] += 1
+      counts = per_class[row['class'] or '<unlabelled>']
+      counts[row['split']] += 1
+      if row['split'] == 'train' and row['labelled']:
+        counts['train_labelled'] += 1
     # The content fingerprint: which bytes, with which labels, in which split.
     digest = hashlib.sha256()
     for row in sorted(manifest, key=lambda r: r['sha256']):
-      digest.update(f"{row['sha256']} {row['label']} {row['split']}\n".encode())
+      digest.update(f"{row['sha256']} {row['label']} {row['labelled']} {row['split']}\n".encode())
     return {
         'source_dir': os.path.abspath(data_dir),
+        'manifest': exec_properties.get('manifest') or '',
+        'include_globs': exec_properties.get('include_globs') or '',
+        'exclude_globs': exec_properties.get('exclude_globs') or '',
         'source_listing_fingerprint': exec_properties.get('source_fingerprint', ''),
         'data_fingerprint': digest.hexdigest(),
         'eval_percent': int(exec_properties['eval_percent']),
-        'classes': classes,
-        'num_files': len(files),
+        'labelled_fraction': float(exec_properties.get('labelled_fraction') or 1.0),
+        'classes': images.class_index(row['class'] for row in manifest),
+        'num_files': len(listing.files),
+        # Images read: one per image file, one per record of a TFRecord file.
+        'num_records': len(manifest) + len(duplicates) + len(quarantined),
         'num_examples': len(manifest),
         'num_labelled': sum(1 for r in manifest if r['label'] >= 0),
+        'num_labelled_for_probe': sum(1 for r in manifest
+                                      if r['split'] == 'train' and r['labelled']),
         'num_quarantined': len(quarantined),
         'num_duplicates': len(duplicates),
+        'num_excluded': len(listing.excluded),
+        'num_not_in_manifest': listing.not_in_manifest,
         'split_counts': {s: sum(1 for r in manifest if r['split'] == s) for s in SPLITS},
-        'per_class_split': dict(sorted(per_class_split.items())),
+        'per_class': dict(sorted(per_class.items())),
         'quarantined': quarantined,
         'duplicates': duplicates,
+        'excluded': listing.excluded,
         'seconds': round(seconds, 3),
     }
 
@@ -204,12 +288,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     if report['num_examples'] == 0:
       reasons = collections.Counter(r['reason'].split(':')[0] for r in report['quarantined'])
       raise images.IngestError(
-          f'no valid image in {data_dir}: all {report["num_files"]} files were quarantined '
+          f'no valid image in {data_dir}: all {report["num_records"]} inputs were quarantined '
           f'({dict(reasons)}); see {report_path}')
-    bad_fraction = report['num_quarantined'] / max(report['num_files'], 1)
+    bad_fraction = report['num_quarantined'] / max(report['num_records'], 1)
     if bad_fraction > max_bad_fraction:
       raise images.IngestError(
-          f'{report["num_quarantined"]} of {report["num_files"]} files in {data_dir} are not '
+          f'{report["num_quarantined"]} of {report["num_records"]} inputs in {data_dir} are not '
           f'usable images ({bad_fraction:.0%} > max_bad_fraction {max_bad_fraction:.0%}); '
           f'see {report_path} for each file and its reason')
     for split in SPLITS:
@@ -217,3 +301,23 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         raise images.IngestError(
             f'the {split} split is empty ({report["num_examples"]} unique images, eval_percent='
             f'{report["eval_percent"]}); add images or change eval_percent')
+
+
+def run_standalone(data_dir: str, out_dir: str, beam_pipeline_args=('--runner=DirectRunner',),
+                   **params):
+  """Runs the executor outside a pipeline, on fresh artifacts under out_dir (tests and
+  benchmarks). Returns (report dict, Examples artifact)."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components.artifacts import IngestReport  # pylint: disable=g-import-not-at-top
+  outputs = {'examples': standard_artifacts.Examples(), 'schema': standard_artifacts.Schema(),
+             'report': IngestReport()}
+  for name, artifact in outputs.items():
+    artifact.uri = os.path.join(out_dir, name)
+    tf.io.gfile.makedirs(artifact.uri)
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=list(beam_pipeline_args), tmp_dir=os.path.join(out_dir, 'tmp'))
+  exec_properties = {'data_dir': str(data_dir), 'eval_percent': 20, 'source_fingerprint': '',
+                     **params}
+  Executor(context).Do({}, {k: [v] for k, v in outputs.items()}, exec_properties)
+  report = io_utils.read_json(os.path.join(outputs['report'].uri, 'report.json'))
+  return report, outputs['examples']

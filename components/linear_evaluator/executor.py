@@ -25,12 +25,14 @@ _BATCH = 256
 
 
 def read_labelled(split_uri: str):
-  """(encoded image bytes, labels) of the labelled records of one raw split."""
+  """(encoded image bytes, labels) of the records of one raw split whose label may be used:
+  flagged by ImageIngest (train: within the labelled fraction; eval: every labelled record)."""
   spec = {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-          schemas.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+          schemas.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+          schemas.LABELLED_KEY: tf.io.FixedLenFeature([], tf.int64)}
   data = (tf.data.TFRecordDataset(io_utils.split_files(split_uri), compression_type='GZIP')
           .map(lambda r: tf.io.parse_single_example(r, spec))
-          .filter(lambda f: f[schemas.LABEL_KEY] >= 0)
+          .filter(lambda f: (f[schemas.LABEL_KEY] >= 0) & (f[schemas.LABELLED_KEY] == 1))
           .batch(_BATCH))
   images, labels = [], []
   for batch in data:
