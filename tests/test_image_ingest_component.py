@@ -183,3 +183,16 @@ def test_labelled_fraction_flags_a_class_balanced_subset(mnist_subset, tmp_path)
   assert all(int(r[schemas.LABEL_KEY]) >= 0 for r in train.values())  # true labels kept
   evaluation = read_split(examples, 'eval')
   assert all(int(r[schemas.LABELLED_KEY]) == 1 for r in evaluation.values())
+
+
+def test_multi_processing_direct_runner_gives_the_same_data(messy_folder, tmp_path):
+  """The mode that spreads ingest over every core: functions and records must survive
+  pickling into worker processes, and the result must not depend on the runner mode."""
+  root, _, _ = messy_folder
+  single, _ = run_ingest(root, str(tmp_path / 'single'))
+  multi, _ = ingest_executor.run_standalone(
+      str(root), str(tmp_path / 'multi'), eval_percent=30, min_side=4, max_pixels=10**7,
+      beam_pipeline_args=['--runner=DirectRunner', '--direct_running_mode=multi_processing',
+                          '--direct_num_workers=2'])
+  assert multi['data_fingerprint'] == single['data_fingerprint']
+  assert multi['quarantined'] == single['quarantined']
