@@ -11,7 +11,7 @@ ARGS ?=
 # pip on these machines prints one harmless warning per package for a missing local index.
 PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
-.PHONY: install run test lock bench-input clean
+.PHONY: install run test lock bench-input bench-queue clean
 
 $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -46,3 +46,7 @@ clean:
 ## Input pipeline benchmark (ingest + augmentation on ../shared/datasets/cifar10/train).
 bench-input: install
 	$(PY) -m benchmarks.bench_input
+
+## Small-batch SimCLR with and without the negatives queue (about 6 minutes).
+bench-queue: install
+	$(PY) -m benchmarks.bench_queue

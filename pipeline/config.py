@@ -51,19 +51,26 @@ class PipelineConfig:
   hflip: bool = False  # digits are not mirror-symmetric; natural photos want True
 
   # --- model and training --------------------------------------------------------------------
-  backbone: str = 'resnet_small'  # resnet_small | resnet18 | resnet34
+  backbone: str = 'resnet_small'  # resnet_small | resnet18 | resnet34 | resnet50
   width_multiplier: float = 1.0
-  projection_dim: int = 64
+  head_layers: int = 2  # projection head MLP depth (SimCLR v1: 2, v2: 3)
+  projection_dim: int = 128
   batch_size: int = 128
   epochs: int = 10
   train_steps: int = 0  # > 0 overrides epochs
   temperature: float = 0.2
   optimizer: str = 'lars'  # lars | sgd | adamw
-  learning_rate: float = 1.0  # base rate; scaled by batch_size/256
+  learning_rate: float = 1.0  # base rate, scaled by lr_scaling
+  lr_scaling: str = 'linear'  # linear: base*batch/256 | sqrt: base*sqrt(batch)
   weight_decay: float = 1e-6
   warmup_fraction: float = 0.1
   checkpoint_every_steps: int = 100
   seed: int = 42
+  negatives_queue_size: int = 0  # > 0: MoCo-style queue of past projections as extra negatives
+  precision: str = 'float32'  # float32 | mixed_bfloat16 | mixed_float16
+  jit_compile: bool = False  # XLA for the train step
+  knn_monitor_every_epochs: int = 1  # kNN top-1 on labelled eval data in TensorBoard; 0 = off
+  warm_start: bool = False  # start from the latest blessed encoder of this pipeline, if any
 
   # --- evaluation and blessing ---------------------------------------------------------------
   bless_min_linear_top1: float = 0.5
@@ -99,6 +106,15 @@ class PipelineConfig:
          f'backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}')
     need(self.width_multiplier > 0, 'width_multiplier must be > 0')
     need(self.projection_dim > 0, 'projection_dim must be > 0')
+    need(self.head_layers in (2, 3), f'head_layers must be 2 or 3, got {self.head_layers}')
+    need(self.lr_scaling in ('linear', 'sqrt'),
+         f'lr_scaling must be linear or sqrt, got {self.lr_scaling!r}')
+    need(self.negatives_queue_size >= 0, 'negatives_queue_size must be >= 0')
+    need(self.negatives_queue_size == 0 or self.negatives_queue_size % self.batch_size == 0,
+         f'negatives_queue_size must be a multiple of batch_size ({self.batch_size})')
+    need(self.precision in PRECISIONS,
+         f'precision must be one of {list(PRECISIONS)}, got {self.precision!r}')
+    need(self.knn_monitor_every_epochs >= 0, 'knn_monitor_every_epochs must be >= 0')
     need(self.batch_size >= 2, f'batch_size must be >= 2 (NT-Xent needs negatives), '
          f'got {self.batch_size}')
     need(self.epochs >= 1 or self.train_steps >= 1, 'set epochs >= 1 or train_steps >= 1')
@@ -140,14 +156,16 @@ class PipelineConfig:
     return self.blur_prob if (self.image_size > 64 or self.blur_at_small_sizes) else 0.0
 
 
-BACKBONES = ('resnet_small', 'resnet18', 'resnet34')
+BACKBONES = ('resnet_small', 'resnet18', 'resnet34', 'resnet50')
 OPTIMIZERS = ('lars', 'sgd', 'adamw')
+PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 
 # Named presets: partial overrides applied on top of the defaults (before --config / --set).
 PRESETS: Dict[str, Dict[str, Any]] = {
     'demo': {},
     # A few steps on tiny images: for tests and smoke checks, not for quality.
     'smoke': {'image_size': 16, 'batch_size': 32, 'train_steps': 3, 'epochs': 1,
+              'knn_monitor_every_epochs': 0,
               'projection_dim': 16, 'width_multiplier': 0.25, 'checkpoint_every_steps': 2,
               'bless_min_linear_top1': 0.0, 'knn_k': 5},
 }

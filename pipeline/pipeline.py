@@ -12,8 +12,11 @@ import json
 import os
 import shlex
 
+from tfx.dsl.components.common import resolver
+from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
 from tfx.orchestration import metadata
 from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.types import channel, standard_artifacts
 
 from components.dual_view_transform.component import DualViewTransform
 from components.image_ingest import images
@@ -50,21 +53,37 @@ def create_components(config: PipelineConfig) -> list:
       examples=ingest.outputs['examples'], schema=ingest.outputs['schema'],
       image_size=config.image_size,
       augmentation_policy=json.dumps(config.augmentation_policy(), sort_keys=True))
+  extra = []
+  base_model = None
+  if config.warm_start:
+    # The latest blessed Model of this pipeline, as TFX's own Evaluator baselines are found.
+    latest_blessed = resolver.Resolver(
+        strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
+        model=channel.Channel(type=standard_artifacts.Model),
+        model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
+    ).with_id('latest_blessed_model_resolver')
+    extra.append(latest_blessed)
+    base_model = latest_blessed.outputs['model']
   trainer = SimCLRTrainer(
       transformed_examples=transform.outputs['transformed_examples'],
-      transform_graph=transform.outputs['transform_graph'],
+      transform_graph=transform.outputs['transform_graph'], base_model=base_model,
       backbone=config.backbone, width_multiplier=config.width_multiplier,
-      projection_dim=config.projection_dim, batch_size=config.batch_size, epochs=config.epochs,
+      head_layers=config.head_layers, projection_dim=config.projection_dim,
+      batch_size=config.batch_size, epochs=config.epochs,
       train_steps=config.train_steps, temperature=config.temperature,
       optimizer=config.optimizer, learning_rate=config.learning_rate,
-      weight_decay=config.weight_decay, warmup_fraction=config.warmup_fraction,
-      seed=config.seed, checkpoint_every_steps=config.checkpoint_every_steps,
+      lr_scaling=config.lr_scaling, weight_decay=config.weight_decay,
+      warmup_fraction=config.warmup_fraction, seed=config.seed,
+      checkpoint_every_steps=config.checkpoint_every_steps,
+      negatives_queue_size=config.negatives_queue_size, precision=config.precision,
+      jit_compile=int(config.jit_compile),
+      knn_monitor_every_epochs=config.knn_monitor_every_epochs,
       checkpoint_root=where['checkpoints'])
   evaluator = LinearEvaluator(examples=ingest.outputs['examples'], model=trainer.outputs['model'],
                               min_linear_top1=config.bless_min_linear_top1, knn_k=config.knn_k)
   pusher = Pusher(model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
                   serving_base_dir=where['serving'], model_name=config.model_name)
-  return [ingest, transform, trainer, evaluator, pusher]
+  return [ingest, transform, *extra, trainer, evaluator, pusher]
 
 
 def create_pipeline(config: PipelineConfig,

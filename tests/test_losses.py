@@ -60,3 +60,26 @@ def test_contrastive_accuracy_counts_positive_ranked_first():
   z = np.eye(4, dtype=np.float32)
   assert float(losses.contrastive_accuracy(z, z)) == 1.0
   assert float(losses.contrastive_accuracy(z, z[[1, 0, 2, 3]])) == 0.5
+
+
+def test_queue_negatives_enter_every_denominator():
+  rng = np.random.default_rng(4)
+  z_a, z_b, queue = rng.normal(size=(6, 5)), rng.normal(size=(6, 5)), rng.normal(size=(10, 5))
+  t = 0.2
+
+  def unit(v):
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+  z = unit(np.concatenate([z_a, z_b]))
+  q = unit(queue)
+  total = 0.0
+  for i in range(12):
+    others = [k for k in range(12) if k != i]
+    denominator = (sum(np.exp(z[i] @ z[k] / t) for k in others)
+                   + sum(np.exp(z[i] @ qk / t) for qk in q))
+    total += -np.log(np.exp(z[i] @ z[(i + 6) % 12] / t) / denominator)
+  got = losses.nt_xent_loss(tf.constant(z_a, tf.float32), tf.constant(z_b, tf.float32), t,
+                            negatives=tf.constant(queue, tf.float32))
+  assert float(got) == pytest.approx(total / 12, rel=1e-4)
+  assert float(got) > float(losses.nt_xent_loss(z_a.astype(np.float32),
+                                                 z_b.astype(np.float32), t))

@@ -129,6 +129,13 @@ def test_pushed_model_serves_png_bytes(local_run, mnist_subset):
   assert projection.shape == (4, config.projection_dim)
   assert np.isfinite(embedding).all() and np.isfinite(projection).all()
   np.testing.assert_allclose(np.linalg.norm(projection, axis=1), 1.0, rtol=1e-4)
+  # The tf.Example signature gives the same answer for the same image bytes.
+  examples = [tf.train.Example(features=tf.train.Features(feature={
+      'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b]))}))
+      .SerializeToString() for b in batch]
+  from_examples = loaded.signatures['serving_examples'](examples=tf.constant(examples))
+  np.testing.assert_allclose(from_examples['embedding'].numpy(), embedding, rtol=1e-4,
+                             atol=1e-5)
   # Same image, same embedding: the graph is deterministic at serving time.
   again = serve(images=tf.constant(batch[:1]))['embedding'].numpy()
   np.testing.assert_allclose(again[0], embedding[0], rtol=1e-4, atol=1e-5)
@@ -209,3 +216,37 @@ def test_tfx_cli_local_flow(mnist_subset, tmp_path):
   assert {c: e['state'] for c, e in executions.items()} == {c: 'COMPLETE' for c in COMPONENTS}
   assert glob.glob(str(tmp_path / 'out' / 'serving' / 'simclr_encoder' / '[0-9]*' /
                        'saved_model.pb'))
+
+
+def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(mnist_subset,
+                                                                              tmp_path):
+  out = tmp_path / 'warm'
+  first = runner.run_pipeline(smoke_config(mnist_subset, out, warm_start='true'), engine='local')
+  executions = executions_by_component(first['metadata'])
+  assert first['pushed'] and 'latest_blessed_model_resolver' in executions
+  first_model = executions['SimCLRTrainer']['outputs']['model'][0]
+  assert executions['SimCLRTrainer']['inputs'].get('base_model') is None  # nothing blessed yet
+
+  second = runner.run_pipeline(smoke_config(
+      mnist_subset, out, warm_start='true', seed=7, precision='mixed_bfloat16',
+      negatives_queue_size=64), engine='local')
+  trainer = executions_by_component(second['metadata'])['SimCLRTrainer']
+  assert trainer['state'] == 'COMPLETE'
+  assert trainer['inputs']['base_model'][0]['id'] == first_model['id']
+  model = trainer['outputs']['model'][0]
+  assert model['properties']['warm_started_from'] == first_model['uri']
+  serve = tf.saved_model.load(second['pushed_destination']).signatures['serving_default']
+  digit = sorted(glob.glob(os.path.join(mnist_subset, '*', '*.png')))[0]
+  out_tensors = serve(images=tf.constant([open(digit, 'rb').read()]))
+  assert out_tensors['embedding'].dtype == tf.float32  # bfloat16 inside, float32 out
+  assert np.isfinite(out_tensors['embedding'].numpy()).all()
+
+
+def test_float16_with_loss_scaling_and_xla_train_step(mnist_subset, tmp_path):
+  summary = runner.run_pipeline(smoke_config(
+      mnist_subset, tmp_path / 'fp16', precision='mixed_float16', jit_compile='true',
+      optimizer='sgd', lr_scaling='sqrt', learning_rate=0.05, head_layers=3), engine='local')
+  trainer = executions_by_component(summary['metadata'])['SimCLRTrainer']
+  assert trainer['state'] == 'COMPLETE'
+  assert np.isfinite(trainer['outputs']['model'][0]['properties']['final_loss'])
+  assert summary['pushed']

@@ -21,6 +21,7 @@ def _parse_fn(image_size: int):
       preprocessing.CHANNEL_MEAN: tf.io.FixedLenFeature([3], tf.float32),
       preprocessing.CHANNEL_STD: tf.io.FixedLenFeature([3], tf.float32),
       preprocessing.LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+      preprocessing.LABELLED: tf.io.FixedLenFeature([], tf.int64, default_value=0),
   }
 
   def parse(record):
@@ -28,7 +29,8 @@ def _parse_fn(image_size: int):
     image = tf.reshape(tf.cast(features[preprocessing.IMAGE], tf.uint8),
                        [image_size, image_size, 3])
     return {'image': image, 'mean': features[preprocessing.CHANNEL_MEAN],
-            'std': features[preprocessing.CHANNEL_STD], 'label': features[preprocessing.LABEL]}
+            'std': features[preprocessing.CHANNEL_STD], 'label': features[preprocessing.LABEL],
+            'labelled': features[preprocessing.LABELLED]}
 
   return parse
 
@@ -66,3 +68,22 @@ def dual_view_dataset(split_uri: str, policy: Dict[str, Any], batch_size: int, s
 
   return (indexed.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
+
+
+def labelled_images(split_uri: str, image_size: int, limit: int):
+  """(normalised images float32 [n, S, S, 3], labels [n]) of up to `limit` records whose label
+  may be used, un-augmented: the kNN monitor's bank and queries."""
+  data = (load_transformed(split_uri, image_size)
+          .filter(lambda r: (r['label'] >= 0) & (r['labelled'] == 1))
+          .take(limit)
+          .batch(512)
+          .map(lambda b: (augment.normalize(tf.cast(b['image'], tf.float32) / 255.0,
+                                            tf.reshape(b['mean'], [-1, 1, 1, 3]),
+                                            tf.reshape(b['std'], [-1, 1, 1, 3])), b['label'])))
+  images, labels = [], []
+  for x, y in data:
+    images.append(x)
+    labels.append(y)
+  if not images:
+    return None, None
+  return tf.concat(images, 0), tf.concat(labels, 0).numpy()

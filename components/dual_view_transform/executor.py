@@ -114,8 +114,9 @@ def raw_feature_stub(encoded_images):
   """Raw features for the transform layer when only image bytes are known (serving)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import schemas  # pylint: disable=g-import-not-at-top
-  return {schemas.IMAGE_KEY: encoded_images,
-          schemas.LABEL_KEY: tf.fill(tf.shape(encoded_images), tf.constant(-1, tf.int64))}
+  unlabelled = tf.fill(tf.shape(encoded_images), tf.constant(-1, tf.int64))
+  return {schemas.IMAGE_KEY: encoded_images, schemas.LABEL_KEY: unlabelled,
+          schemas.LABELLED_KEY: tf.zeros_like(unlabelled)}
 
 
 def transform_raw_images(tft_output, encoded_images):

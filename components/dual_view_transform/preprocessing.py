@@ -13,6 +13,7 @@ import schemas
 
 IMAGE = 'image'  # int64 [S*S*3]: resized RGB pixels 0..255, row-major HWC
 LABEL = 'label'  # int64: class index, -1 = unlabelled
+LABELLED = 'labelled'  # int64: 1 = the label may be used (ImageIngest's labelled fraction)
 CHANNEL_MEAN = 'channel_mean'  # float32 [3]: dataset mean of [0, 1] pixels per channel
 CHANNEL_STD = 'channel_std'  # float32 [3]
 
@@ -49,6 +50,8 @@ def preprocessing_fn(inputs, image_size: int):
   }
   if schemas.LABEL_KEY in inputs:
     outputs[LABEL] = tf.reshape(inputs[schemas.LABEL_KEY], [-1])
+  if schemas.LABELLED_KEY in inputs:
+    outputs[LABELLED] = tf.reshape(inputs[schemas.LABELLED_KEY], [-1])
   return outputs
 
 

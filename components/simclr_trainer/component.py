@@ -11,6 +11,7 @@ class SimCLRTrainerSpec(types.ComponentSpec):
   PARAMETERS = {
       'backbone': ExecutionParameter(type=str),
       'width_multiplier': ExecutionParameter(type=float),
+      'head_layers': ExecutionParameter(type=int),
       'projection_dim': ExecutionParameter(type=int),
       'batch_size': ExecutionParameter(type=int),
       'epochs': ExecutionParameter(type=int),
@@ -18,16 +19,23 @@ class SimCLRTrainerSpec(types.ComponentSpec):
       'temperature': ExecutionParameter(type=float),
       'optimizer': ExecutionParameter(type=str),
       'learning_rate': ExecutionParameter(type=float),
+      'lr_scaling': ExecutionParameter(type=str),
       'weight_decay': ExecutionParameter(type=float),
       'warmup_fraction': ExecutionParameter(type=float),
       'seed': ExecutionParameter(type=int),
       'checkpoint_every_steps': ExecutionParameter(type=int),
+      'negatives_queue_size': ExecutionParameter(type=int),
+      'precision': ExecutionParameter(type=str),
+      'jit_compile': ExecutionParameter(type=int),  # 0/1 (MLMD has no bool)
+      'knn_monitor_every_epochs': ExecutionParameter(type=int),
       # Stable folder (not the execution's output URI) so a rerun finds its checkpoints.
       'checkpoint_root': ExecutionParameter(type=str),
   }
   INPUTS = {
       'transformed_examples': ChannelParameter(type=standard_artifacts.Examples),
       'transform_graph': ChannelParameter(type=standard_artifacts.TransformGraph),
+      # Optional: the latest blessed Model (a resolver's output) to warm start from.
+      'base_model': ChannelParameter(type=standard_artifacts.Model, optional=True),
   }
   OUTPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
@@ -40,9 +48,10 @@ class SimCLRTrainer(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, transformed_examples: types.BaseChannel, transform_graph: types.BaseChannel,
-               **params):
+               base_model: types.BaseChannel | None = None, **params):
     spec = SimCLRTrainerSpec(
         transformed_examples=transformed_examples, transform_graph=transform_graph,
+        base_model=base_model,
         model=types.Channel(type=standard_artifacts.Model),
         model_run=types.Channel(type=standard_artifacts.ModelRun), **params)
     super().__init__(spec=spec)

@@ -6,12 +6,14 @@ execution a fresh output URI: a rerun of the same step finds them again and resu
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
 
+import keras
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.dsl.components.base import base_executor
@@ -19,15 +21,19 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components.dual_view_transform import dataset as dv_dataset, executor as transform_executor
+from components.linear_evaluator import probe
 from components.simclr_trainer import export, losses, model as model_lib, optim
 
-# Parameters that change what is trained (everything but where checkpoints go).
-HYPERPARAMETERS = ('backbone', 'width_multiplier', 'projection_dim', 'batch_size', 'epochs',
-                   'train_steps', 'temperature', 'optimizer', 'learning_rate', 'weight_decay',
-                   'warmup_fraction', 'seed')
+# Parameters that change what is trained (everything but where checkpoints go and monitoring).
+HYPERPARAMETERS = ('backbone', 'width_multiplier', 'head_layers', 'projection_dim', 'batch_size',
+                   'epochs', 'train_steps', 'temperature', 'optimizer', 'learning_rate',
+                   'lr_scaling', 'weight_decay', 'warmup_fraction', 'seed',
+                   'negatives_queue_size', 'precision', 'jit_compile')
+_KNN_BANK, _KNN_QUERIES = 5000, 2000
 
 
 def choose_strategy() -> tf.distribute.Strategy:
+  """MultiWorkerMirrored from TF_CONFIG; Mirrored over several local devices; else default."""
   if 'TF_CONFIG' in os.environ:
     return tf.distribute.MultiWorkerMirroredStrategy()
   devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')
@@ -46,13 +52,46 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
+@contextlib.contextmanager
+def precision_policy(name: str):
+  """Sets the Keras dtype policy for the models built inside, and restores it after: every
+  component runs in one process under LocalDagRunner."""
+  previous = keras.mixed_precision.dtype_policy()
+  keras.mixed_precision.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_dtype_policy(previous)
+
+
+def warm_start(encoder, head, base_model_uri: str) -> str:
+  """Loads encoder and head weights from a pushed/blessed Model's SavedModel variables."""
+  variables = os.path.join(path_utils.serving_model_path(base_model_uri), 'variables',
+                           'variables')
+  status = tf.train.Checkpoint(encoder=encoder, head=head).read(variables)
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as e:
+    raise ValueError(f'cannot warm start from {base_model_uri}: its encoder does not match this '
+                     f'configuration (backbone, width, head); train from scratch or keep the '
+                     f'architecture. Detail: {str(e)[:300]}') from None
+  status.expect_partial()  # the base model's TFT layer and optimiser are not needed
+  return variables
+
+
 class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
     hp = {k: exec_properties[k] for k in HYPERPARAMETERS}
+    with precision_policy(hp['precision']):
+      self._train(input_dict, output_dict, exec_properties, hp)
+
+  def _train(self, input_dict, output_dict, exec_properties, hp):
     transform_graph_uri = artifact_utils.get_single_uri(input_dict['transform_graph'])
     examples = artifact_utils.get_single_instance(input_dict['transformed_examples'])
     train_uri = artifact_utils.get_split_uri([examples], 'train')
+    eval_uri = artifact_utils.get_split_uri([examples], 'eval')
+    base_models = input_dict.get('base_model') or []
     model_artifact = artifact_utils.get_single_instance(output_dict['model'])
     model_run = artifact_utils.get_single_instance(output_dict['model_run'])
 
@@ -65,29 +104,47 @@ class Executor(base_executor.BaseExecutor):
       raise ValueError(f'batch_size {batch_size} is larger than the {num_train} training '
                        'images; lower batch_size or add images')
     total_steps = int(hp['train_steps']) or int(hp['epochs']) * steps_per_epoch
+    queue_size = int(hp['negatives_queue_size'])
 
     strategy = choose_strategy()
     replicas = strategy.num_replicas_in_sync
-    peak_lr = optim.scaled_learning_rate(float(hp['learning_rate']), batch_size)
+    if queue_size and replicas > 1:
+      raise ValueError('negatives_queue_size > 0 is supported on one replica only; with several '
+                       'replicas the cross-replica negatives already enlarge the batch')
+    peak_lr = optim.scaled_learning_rate(float(hp['learning_rate']), batch_size,
+                                         hp['lr_scaling'])
     warmup_steps = int(round(float(hp['warmup_fraction']) * total_steps))
+    float16 = hp['precision'] == 'mixed_float16'
     with strategy.scope():
-      encoder = model_lib.build_encoder(hp['backbone'], image_size, float(hp['width_multiplier']))
-      head = model_lib.build_projection_head(encoder.output_shape[-1], int(hp['projection_dim']))
+      encoder = model_lib.build_encoder(hp['backbone'], image_size, float(hp['width_multiplier']),
+                                        sync_batch_norm=replicas > 1)
+      head = model_lib.build_projection_head(encoder.output_shape[-1], int(hp['projection_dim']),
+                                             int(hp['head_layers']), sync_batch_norm=replicas > 1)
       schedule = optim.WarmupCosine(peak_lr, warmup_steps, total_steps)
-      optimizer = optim.build_optimizer(hp['optimizer'], schedule, float(hp['weight_decay']))
+      optimizer = optim.build_optimizer(hp['optimizer'], schedule, float(hp['weight_decay']),
+                                        loss_scale=float16)
       variables = encoder.trainable_variables + head.trainable_variables
       optimizer.build(variables)
       step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+      queue = tf.Variable(tf.zeros([max(queue_size, 1), int(hp['projection_dim'])]),
+                          trainable=False, name='negatives_queue')
+      queue_filled = tf.Variable(0, dtype=tf.int32, trainable=False, name='queue_filled')
 
-    fingerprint = run_fingerprint([transform_graph_uri, examples.uri], hp)
+    fingerprint = run_fingerprint([transform_graph_uri, examples.uri] +
+                                  [m.uri for m in base_models], hp)
     ckpt_dir = os.path.join(exec_properties['checkpoint_root'], fingerprint)
     checkpoint = tf.train.Checkpoint(encoder=encoder, head=head, optimizer=optimizer,
-                                     step=step_var)
+                                     step=step_var, queue=queue, queue_filled=queue_filled)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
+    warm_from = ''
     if manager.latest_checkpoint:
       checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
       logging.info('SimCLRTrainer: resuming from step %d (checkpoint %s)', int(step_var),
                    manager.latest_checkpoint)
+    elif base_models:
+      warm_from = base_models[0].uri
+      warm_start(encoder, head, warm_from)
+      logging.info('SimCLRTrainer: warm start from the latest blessed model %s', warm_from)
     start_step = int(step_var)
     temperature = float(hp['temperature'])
 
@@ -99,25 +156,45 @@ class Executor(base_executor.BaseExecutor):
       with tf.GradientTape() as tape:
         z_a = head(encoder(view_a, training=True), training=True)
         z_b = head(encoder(view_b, training=True), training=True)
-        loss = losses.nt_xent_loss(z_a, z_b, temperature)
+        negatives = queue[:queue_filled] if queue_size else None
+        loss = losses.nt_xent_loss(z_a, z_b, temperature, negatives=negatives)
         scaled = loss / replicas  # gradients are summed over replicas
+        if float16:
+          scaled = optimizer.scale_loss(scaled)
       grads = tape.gradient(scaled, variables)
+      if float16:  # for the logged norm only; apply_gradients unscales by itself
+        norm = tf.linalg.global_norm(grads) / optimizer.dynamic_scale
+      else:
+        norm = tf.linalg.global_norm(grads)
       optimizer.apply_gradients(zip(grads, variables))
-      return loss, losses.contrastive_accuracy(z_a, z_b), tf.linalg.global_norm(grads) * replicas
+      if queue_size:  # newest first; the oldest fall off the end
+        fresh = tf.math.l2_normalize(tf.stop_gradient(tf.cast(z_a, tf.float32)), axis=1)
+        queue.assign(tf.concat([fresh, queue[:queue_size - tf.shape(fresh)[0]]], axis=0))
+        queue_filled.assign(tf.minimum(queue_filled + tf.shape(fresh)[0], queue_size))
+      return loss, losses.contrastive_accuracy(z_a, z_b), norm * replicas
+
+    @tf.function(jit_compile=bool(hp['jit_compile']))
+    def compiled_step(view_a, view_b):
+      return replica_step(view_a, view_b)
 
     @tf.function
     def train_step(views):
-      loss, acc, gnorm = strategy.run(replica_step, args=views)
+      loss, acc, gnorm = strategy.run(compiled_step, args=views)
       mean = lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
       return mean(loss), mean(acc), mean(gnorm)
+
+    monitor_every = int(exec_properties.get('knn_monitor_every_epochs') or 0) * steps_per_epoch
+    knn_data = self._knn_data(train_uri, eval_uri, image_size) if monitor_every else None
 
     writer = tf.summary.create_file_writer(model_run.uri)
     log_every = max(1, min(50, total_steps // 20))
     logging.info('SimCLRTrainer: %d train images, batch %d, %d steps (%.1f epochs) on %d '
-                 'replica(s), peak lr %.4g, checkpoints in %s', num_train, batch_size,
-                 total_steps, total_steps / steps_per_epoch, replicas, peak_lr, ckpt_dir)
+                 'replica(s), %s, peak lr %.4g, checkpoints in %s', num_train, batch_size,
+                 total_steps, total_steps / steps_per_epoch, replicas, hp['precision'], peak_lr,
+                 ckpt_dir)
     window_start, window_steps, started = time.time(), 0, time.time()
     loss = acc = gnorm = tf.constant(float('nan'))
+    knn = None
     for step in range(start_step, total_steps):
       loss, acc, gnorm = train_step(next(dist_data))
       step_var.assign(step + 1)
@@ -137,6 +214,13 @@ class Executor(base_executor.BaseExecutor):
                      done, total_steps, 100 * done / total_steps, float(loss), float(acc), lr,
                      rate, _format_eta((total_steps - done) * batch_size / max(rate, 1e-9)))
         window_start, window_steps = time.time(), 0
+      if knn_data and (done % monitor_every == 0 or done == total_steps):
+        knn = self._knn_monitor(encoder, knn_data)
+        with writer.as_default(step=done):
+          tf.summary.scalar('knn_top1', knn)
+        logging.info('step %d: kNN monitor top-1 %.4f on %d labelled eval images', done, knn,
+                     len(knn_data[3]))
+        window_start = time.time()  # keep the monitor out of the images/s figure
       if done % int(exec_properties['checkpoint_every_steps']) == 0 or done == total_steps:
         manager.save(checkpoint_number=done)
     writer.flush()
@@ -152,11 +236,30 @@ class Executor(base_executor.BaseExecutor):
       artifact.set_string_custom_property('run_fingerprint', fingerprint)
       artifact.set_int_custom_property('train_steps', total_steps)
       artifact.set_int_custom_property('resumed_from_step', start_step)
+      artifact.set_string_custom_property('warm_started_from', warm_from)
     model_artifact.set_int_custom_property('embedding_dim', int(encoder.output_shape[-1]))
     model_artifact.set_int_custom_property('projection_dim', int(hp['projection_dim']))
     model_artifact.set_int_custom_property('image_size', image_size)
     model_artifact.set_string_custom_property('backbone', hp['backbone'])
     model_artifact.set_float_custom_property('final_loss', final_loss)
+    if knn is not None:
+      model_artifact.set_float_custom_property('knn_monitor_top1', knn)
     model_run.set_string_custom_property('tensorboard_logdir', model_run.uri)
     logging.info('SimCLRTrainer: done in %.1fs, final loss %.4f; SavedModel at %s; TensorBoard: '
                  'tensorboard --logdir %s', train_seconds, final_loss, serving_dir, model_run.uri)
+
+  @staticmethod
+  def _knn_data(train_uri, eval_uri, image_size):
+    bank_x, bank_y = dv_dataset.labelled_images(train_uri, image_size, _KNN_BANK)
+    query_x, query_y = dv_dataset.labelled_images(eval_uri, image_size, _KNN_QUERIES)
+    if bank_x is None or query_x is None or len(set(bank_y)) < 2:
+      logging.info('SimCLRTrainer: kNN monitor off (needs labelled images of 2+ classes)')
+      return None
+    return bank_x, bank_y, query_x, query_y
+
+  @staticmethod
+  def _knn_monitor(encoder, knn_data) -> float:
+    bank_x, bank_y, query_x, query_y = knn_data
+    embed = lambda x: tf.concat([encoder(x[i:i + 512], training=False)
+                                 for i in range(0, len(x), 512)], 0).numpy()
+    return probe.knn_top1(embed(bank_x), bank_y, embed(query_x), query_y, k=20)

@@ -3,7 +3,8 @@
 `serving_default` takes `images`: a 1-D tf.string batch of encoded image bytes (JPEG, PNG, BMP,
 GIF); it runs the TFT graph of DualViewTransform (decode, resize, quantise, dataset statistics),
 normalises, and returns `embedding` (float32 [B, D], encoder output h) and `projection`
-(float32 [B, d], L2-normalised head output z).
+(float32 [B, d], L2-normalised head output z). `serving_examples` takes `examples`, serialized
+tf.Example records carrying `image/encoded`, and returns the same.
 
 The SavedModel is written to a temporary sibling folder and renamed into place, so a crash
 mid-export never leaves a directory that looks like a complete model.
@@ -15,9 +16,11 @@ import uuid
 
 import tensorflow as tf
 
+import schemas
 from components.dual_view_transform import augment, executor as transform_executor, preprocessing
 
 SIGNATURE_INPUT = 'images'
+EXAMPLES_SIGNATURE, EXAMPLES_INPUT = 'serving_examples', 'examples'
 
 
 class EncoderServingModule(tf.Module):
@@ -38,6 +41,15 @@ class EncoderServingModule(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
   def serve(self, images):
+    return self._serve_bytes(images)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+  def serve_examples(self, examples):
+    """Serialized tf.Example records with `image/encoded` (the ingest schema's contract)."""
+    parsed = tf.io.parse_example(examples, {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+    return self._serve_bytes(parsed[schemas.IMAGE_KEY])
+
+  def _serve_bytes(self, images):
     features = self.tft_layer(transform_executor.raw_feature_stub(images))
     unit = preprocessing.to_unit_images(features[preprocessing.IMAGE], self.image_size)
     return self.embed_pixels(unit, features[preprocessing.CHANNEL_MEAN],
@@ -47,7 +59,8 @@ class EncoderServingModule(tf.Module):
 def export_serving_model(module: EncoderServingModule, export_dir: str) -> str:
   parent = os.path.dirname(export_dir.rstrip('/'))
   staging = os.path.join(parent, f'.staging-{uuid.uuid4().hex}')
-  tf.saved_model.save(module, staging, signatures={'serving_default': module.serve})
+  tf.saved_model.save(module, staging, signatures={'serving_default': module.serve,
+                                                    EXAMPLES_SIGNATURE: module.serve_examples})
   if tf.io.gfile.exists(export_dir):
     tf.io.gfile.rmtree(export_dir)
   tf.io.gfile.rename(staging, export_dir)

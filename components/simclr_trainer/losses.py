@@ -27,8 +27,13 @@ def _cross_replica_concat(tensor: tf.Tensor, ctx: tf.distribute.ReplicaContext) 
   return tf.reshape(gathered, tf.concat([[-1], tf.shape(tensor)[1:]], axis=0))
 
 
-def nt_xent_loss(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float) -> tf.Tensor:
-  """Mean NT-Xent loss over all 2N anchors. z_a, z_b: [N, d]. Computed in float32."""
+def nt_xent_loss(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float,
+                 negatives: tf.Tensor | None = None) -> tf.Tensor:
+  """Mean NT-Xent loss over all 2N anchors. z_a, z_b: [N, d]. Computed in float32.
+
+  `negatives` ([Q, d], optional) are extra negatives for every anchor, e.g. a MoCo-style queue
+  of projections from earlier steps; they receive no gradient.
+  """
   z_a = tf.math.l2_normalize(tf.cast(z_a, tf.float32), axis=1)
   z_b = tf.math.l2_normalize(tf.cast(z_b, tf.float32), axis=1)
   n = tf.shape(z_a)[0]
@@ -49,9 +54,16 @@ def nt_xent_loss(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float) -> tf.Tenso
   logits_ab = tf.matmul(z_a, all_b, transpose_b=True) * inv_t
   logits_ba = tf.matmul(z_b, all_a, transpose_b=True) * inv_t
 
-  labels = tf.one_hot(positives, 2 * total)  # positive sits in the first (cross-view) block
-  loss_a = tf.nn.softmax_cross_entropy_with_logits(labels, tf.concat([logits_ab, logits_aa], 1))
-  loss_b = tf.nn.softmax_cross_entropy_with_logits(labels, tf.concat([logits_ba, logits_bb], 1))
+  blocks_a, blocks_b = [logits_ab, logits_aa], [logits_ba, logits_bb]
+  width = 2 * total
+  if negatives is not None:
+    queue = tf.stop_gradient(tf.math.l2_normalize(tf.cast(negatives, tf.float32), axis=1))
+    blocks_a.append(tf.matmul(z_a, queue, transpose_b=True) * inv_t)
+    blocks_b.append(tf.matmul(z_b, queue, transpose_b=True) * inv_t)
+    width += tf.shape(queue)[0]
+  labels = tf.one_hot(positives, width)  # positive sits in the first (cross-view) block
+  loss_a = tf.nn.softmax_cross_entropy_with_logits(labels, tf.concat(blocks_a, 1))
+  loss_b = tf.nn.softmax_cross_entropy_with_logits(labels, tf.concat(blocks_b, 1))
   return tf.reduce_mean(tf.concat([loss_a, loss_b], axis=0))
 
 

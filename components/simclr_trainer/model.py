@@ -9,40 +9,66 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-# Stages of basic blocks: (blocks per stage, base channels per stage).
+# (block kind, blocks per stage, base channels per stage). Bottleneck stages output 4x.
 _ARCHS = {
-    # The small default: one block per stage, 3 stages; fast enough for a CPU demo.
-    'resnet_small': ((1, 1, 1), (32, 64, 128)),
-    'resnet18': ((2, 2, 2, 2), (64, 128, 256, 512)),
-    'resnet34': ((3, 4, 6, 3), (64, 128, 256, 512)),
+    # The small default: one basic block per stage, 3 stages; fast enough for a CPU demo.
+    'resnet_small': ('basic', (1, 1, 1), (32, 64, 128)),
+    'resnet18': ('basic', (2, 2, 2, 2), (64, 128, 256, 512)),
+    'resnet34': ('basic', (3, 4, 6, 3), (64, 128, 256, 512)),
+    'resnet50': ('bottleneck', (3, 4, 6, 3), (64, 128, 256, 512)),
 }
+BACKBONES = tuple(_ARCHS)
 
 
-def _bn(name):
-  return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+def _bn_factory(sync: bool):
+  """Batch norm layers; `sync` = global (cross-replica) statistics, as SimCLR uses on several
+  replicas (per-replica statistics let the network cheat the contrastive task)."""
+  def bn(name):
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name, synchronized=sync)
+  return bn
 
 
-def _basic_block(x, channels: int, stride: int, name: str):
+def _basic_block(x, channels: int, stride: int, name: str, bn):
   shortcut = x
   if stride != 1 or x.shape[-1] != channels:
     shortcut = layers.Conv2D(channels, 1, stride, use_bias=False, name=f'{name}_proj')(x)
-    shortcut = _bn(f'{name}_proj_bn')(shortcut)
+    shortcut = bn(f'{name}_proj_bn')(shortcut)
   y = layers.Conv2D(channels, 3, stride, padding='same', use_bias=False, name=f'{name}_conv1')(x)
-  y = _bn(f'{name}_bn1')(y)
+  y = bn(f'{name}_bn1')(y)
   y = layers.ReLU(name=f'{name}_relu1')(y)
   y = layers.Conv2D(channels, 3, 1, padding='same', use_bias=False, name=f'{name}_conv2')(y)
-  y = _bn(f'{name}_bn2')(y)
+  y = bn(f'{name}_bn2')(y)
+  y = layers.Add(name=f'{name}_add')([shortcut, y])
+  return layers.ReLU(name=f'{name}_out')(y)
+
+
+def _bottleneck_block(x, channels: int, stride: int, name: str, bn):
+  out_channels = 4 * channels
+  shortcut = x
+  if stride != 1 or x.shape[-1] != out_channels:
+    shortcut = layers.Conv2D(out_channels, 1, stride, use_bias=False, name=f'{name}_proj')(x)
+    shortcut = bn(f'{name}_proj_bn')(shortcut)
+  y = layers.Conv2D(channels, 1, 1, use_bias=False, name=f'{name}_conv1')(x)
+  y = layers.ReLU(name=f'{name}_relu1')(bn(f'{name}_bn1')(y))
+  y = layers.Conv2D(channels, 3, stride, padding='same', use_bias=False, name=f'{name}_conv2')(y)
+  y = layers.ReLU(name=f'{name}_relu2')(bn(f'{name}_bn2')(y))
+  y = layers.Conv2D(out_channels, 1, 1, use_bias=False, name=f'{name}_conv3')(y)
+  y = bn(f'{name}_bn3')(y)
   y = layers.Add(name=f'{name}_add')([shortcut, y])
   return layers.ReLU(name=f'{name}_out')(y)
 
 
 def build_encoder(backbone: str, image_size: int, width_multiplier: float = 1.0,
-                  cifar_stem: bool | None = None) -> keras.Model:
-  """ResNet (v1, basic blocks). The CIFAR stem (3x3 stride 1, no max-pool) is used for
-  images of 64 px and below unless `cifar_stem` says otherwise."""
+                  cifar_stem: bool | None = None, sync_batch_norm: bool = False) -> keras.Model:
+  """ResNet v1 (basic blocks for 18/34 and the small default, bottlenecks for 50). The CIFAR
+  stem (3x3 stride 1, no max-pool) is used for images of 64 px and below unless `cifar_stem`
+  says otherwise. `sync_batch_norm` computes BN statistics over all replicas."""
   if backbone not in _ARCHS:
     raise ValueError(f'unknown backbone {backbone!r}; choose from {sorted(_ARCHS)}')
-  blocks, channels = _ARCHS[backbone]
+  bn = _bn_factory(sync_batch_norm)
+  kind, blocks, channels = _ARCHS[backbone]
+  block_fn = _basic_block if kind == 'basic' else _bottleneck_block
   channels = [max(8, int(round(c * width_multiplier))) for c in channels]
   if cifar_stem is None:
     cifar_stem = image_size <= 64
@@ -51,26 +77,29 @@ def build_encoder(backbone: str, image_size: int, width_multiplier: float = 1.0,
     x = layers.Conv2D(channels[0], 3, 1, padding='same', use_bias=False, name='stem_conv')(inputs)
   else:
     x = layers.Conv2D(channels[0], 7, 2, padding='same', use_bias=False, name='stem_conv')(inputs)
-  x = _bn('stem_bn')(x)
+  x = bn('stem_bn')(x)
   x = layers.ReLU(name='stem_relu')(x)
   if not cifar_stem:
     x = layers.MaxPool2D(3, 2, padding='same', name='stem_pool')(x)
   for stage, (count, width) in enumerate(zip(blocks, channels)):
     for block in range(count):
       stride = 2 if (stage > 0 and block == 0) else 1
-      x = _basic_block(x, width, stride, name=f's{stage + 1}b{block + 1}')
-  h = layers.GlobalAveragePooling2D(name='embedding')(x)
+      x = block_fn(x, width, stride, name=f's{stage + 1}b{block + 1}', bn=bn)
+  # float32 output under mixed precision: the embedding is what users and the probe read.
+  h = layers.GlobalAveragePooling2D(name='embedding', dtype='float32')(x)
   return keras.Model(inputs, h, name=f'encoder_{backbone}')
 
 
-def build_projection_head(input_dim: int, projection_dim: int, num_layers: int = 2) -> keras.Model:
+def build_projection_head(input_dim: int, projection_dim: int, num_layers: int = 2,
+                          sync_batch_norm: bool = False) -> keras.Model:
   """SimCLR's MLP head: (Dense -> BN -> ReLU) x (num_layers-1), then Dense -> BN (no bias)."""
+  bn = _bn_factory(sync_batch_norm)
   inputs = keras.Input((input_dim,), name='h')
   x = inputs
   for i in range(num_layers - 1):
     x = layers.Dense(input_dim, use_bias=False, name=f'head_dense{i + 1}')(x)
-    x = _bn(f'head_bn{i + 1}')(x)
+    x = bn(f'head_bn{i + 1}')(x)
     x = layers.ReLU(name=f'head_relu{i + 1}')(x)
   x = layers.Dense(projection_dim, use_bias=False, name='head_out')(x)
-  z = _bn('head_out_bn')(x)
+  z = layers.Activation('linear', dtype='float32', name='z')(bn('head_out_bn')(x))
   return keras.Model(inputs, z, name='projection_head')

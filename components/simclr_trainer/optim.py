@@ -13,9 +13,14 @@ import keras
 from keras import ops
 
 
-def scaled_learning_rate(base: float, batch_size: int) -> float:
-  """SimCLR's linear scaling rule: base x batch / 256."""
-  return base * batch_size / 256.0
+def scaled_learning_rate(base: float, batch_size: int, rule: str = 'linear') -> float:
+  """SimCLR's scaling rules: linear = base x batch / 256; sqrt = base x sqrt(batch) (better for
+  small batches and long training, per the SimCLR paper's appendix)."""
+  if rule == 'linear':
+    return base * batch_size / 256.0
+  if rule == 'sqrt':
+    return base * math.sqrt(batch_size)
+  raise ValueError(f'unknown learning-rate scaling rule {rule!r}')
 
 
 def warmup_cosine(step, peak: float, warmup_steps: int, total_steps: int):
@@ -87,11 +92,14 @@ class LARS(keras.optimizers.Optimizer):
     return config
 
 
-def build_optimizer(name: str, schedule, weight_decay: float):
+def build_optimizer(name: str, schedule, weight_decay: float, loss_scale: bool = False):
+  """`loss_scale` wraps it for float16 training (dynamic loss scaling against underflow)."""
   if name == 'lars':
-    return LARS(schedule, weight_decay=weight_decay)
-  if name == 'sgd':
-    return keras.optimizers.SGD(schedule, momentum=0.9)
-  if name == 'adamw':
-    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
-  raise ValueError(f'unknown optimizer {name!r}')
+    optimizer = LARS(schedule, weight_decay=weight_decay)
+  elif name == 'sgd':
+    optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+  elif name == 'adamw':
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+  else:
+    raise ValueError(f'unknown optimizer {name!r}')
+  return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer

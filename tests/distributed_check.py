@@ -1,0 +1,84 @@
+"""Run as a script (tests/test_distributed.py starts it in a fresh process): splits the CPU
+into two logical devices, then compares two replicas against one on the same global batch."""
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from components.simclr_trainer import executor, losses, model  # noqa: E402
+
+strategy = executor.choose_strategy()
+replicas = strategy.num_replicas_in_sync
+rng = np.random.default_rng(0)
+n, d = 8, 6
+x_a = tf.constant(rng.normal(size=(n, d)), tf.float32)
+# Two views of the same images are close: then the number of negatives visibly moves the loss.
+x_b = x_a + tf.constant(0.3 * rng.normal(size=(n, d)), tf.float32)
+w_init = rng.normal(size=(d, 4)).astype(np.float32)
+
+
+def loss_and_grad(xa, xb, w, scale):
+  with tf.GradientTape() as tape:
+    loss = losses.nt_xent_loss(xa @ w, xb @ w, 0.3)
+    scaled = loss / scale
+  return loss, tape.gradient(scaled, w)
+
+
+w_single = tf.Variable(w_init)
+single_loss, single_grad = loss_and_grad(x_a, x_b, w_single, 1)
+
+with strategy.scope():
+  w_dist = tf.Variable(w_init)
+half = n // replicas
+shard = lambda t: strategy.experimental_distribute_values_from_function(
+    lambda ctx: t[ctx.replica_id_in_sync_group * half:(ctx.replica_id_in_sync_group + 1) * half])
+
+
+@tf.function
+def distributed():
+  loss, grad = strategy.run(lambda a, b: loss_and_grad(a, b, w_dist, replicas),
+                            args=(shard(x_a), shard(x_b)))
+  return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+          strategy.reduce(tf.distribute.ReduceOp.SUM, grad, axis=None))
+
+
+dist_loss, dist_grad = distributed()
+# What a replica would compute if negatives were not gathered across replicas.
+local_only = float(np.mean([losses.nt_xent_loss(x_a[i:i + half] @ w_init,
+                                                 x_b[i:i + half] @ w_init, 0.3)
+                            for i in range(0, n, half)]))
+
+# Global batch norm: two replicas' synchronized BN equals one BN over the whole batch.
+images = tf.constant(rng.normal(size=(n, 8)), tf.float32)
+head_single = model.build_projection_head(8, 4, 2, sync_batch_norm=False)
+with strategy.scope():
+  head_sync = model.build_projection_head(8, 4, 2, sync_batch_norm=True)
+head_sync.set_weights(head_single.get_weights())
+out_single = head_single(images, training=True).numpy()
+
+
+@tf.function
+def sync_forward():
+  return strategy.run(lambda x: head_sync(x, training=True), args=(shard(images),))
+
+
+per_replica = strategy.experimental_local_results(sync_forward())
+out_sync = np.concatenate([t.numpy() for t in per_replica])
+print(json.dumps({
+    'replicas': replicas, 'strategy': type(strategy).__name__,
+    'single_loss': float(single_loss), 'distributed_loss': float(dist_loss),
+    'local_negatives_only_loss': local_only,
+    'grad_max_abs_diff': float(np.abs(single_grad.numpy() - dist_grad.numpy()).max()),
+    'grad_max_abs': float(np.abs(single_grad.numpy()).max()),
+    'sync_bn_max_abs_diff': float(np.abs(out_single - out_sync).max()),
+    'sync_bn_layers': sum(1 for layer in head_sync.layers if getattr(layer, 'synchronized', False)),
+}))

@@ -1,0 +1,36 @@
+"""Multi-replica training path on the CPU: two logical devices, MirroredStrategy."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope='module')
+def result():
+  out = subprocess.run([sys.executable, os.path.join(HERE, 'distributed_check.py')],
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_two_replicas_use_mirrored_strategy(result):
+  assert result['replicas'] == 2 and result['strategy'] == 'MirroredStrategy'
+
+
+def test_cross_replica_negatives_give_the_global_batch_loss(result):
+  assert result['distributed_loss'] == pytest.approx(result['single_loss'], rel=1e-5)
+  # Without the gather each replica would see only its own half as negatives (a lower loss):
+  assert result['single_loss'] - result['local_negatives_only_loss'] > 0.1
+
+
+def test_gradients_match_the_single_replica_gradient(result):
+  assert result['grad_max_abs_diff'] <= 1e-5 * max(1.0, result['grad_max_abs'])
+
+
+def test_synchronized_batch_norm_uses_global_statistics(result):
+  assert result['sync_bn_layers'] == 2
+  assert result['sync_bn_max_abs_diff'] < 1e-4

@@ -1,0 +1,59 @@
+"""Training survives SIGKILL: the same command again resumes from the last checkpoint."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import lineage
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS, EVERY = 400, 10
+
+
+def command(data_dir, out):
+  return [sys.executable, '-m', 'pipeline.cli', 'run', '--data-dir', data_dir, '--output', out,
+          '--preset', 'smoke', '--set', f'train_steps={STEPS}',
+          '--set', f'checkpoint_every_steps={EVERY}']
+
+
+def test_sigkill_mid_training_then_rerun_resumes(mnist_subset, tmp_path):
+  out = str(tmp_path / 'out')
+  log_path = tmp_path / 'first.log'
+  with open(log_path, 'w') as log:
+    first = subprocess.Popen(command(mnist_subset, out), cwd=REPO, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+  deadline = time.time() + 600
+  killed_after = None
+  while time.time() < deadline and first.poll() is None:
+    steps = [int(s) for s in re.findall(r'step (\d+)/%d' % STEPS, log_path.read_text())]
+    if steps and max(steps) >= 3 * EVERY:
+      os.killpg(first.pid, signal.SIGKILL)  # no clean-up of any kind runs
+      killed_after = max(steps)
+      break
+    time.sleep(0.05)
+  first.wait(timeout=60)
+  assert killed_after is not None, 'training finished or never started before the kill'
+  assert first.returncode == -signal.SIGKILL
+
+  second = subprocess.run(command(mnist_subset, out), cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+  assert second.returncode == 0, second.stderr[-3000:]
+  log = second.stdout + second.stderr
+  resumed = int(re.search(r'resuming from step (\d+)', log).group(1))
+  assert resumed >= 2 * EVERY and resumed % EVERY == 0 and resumed <= STEPS
+  logged = [int(s) for s in re.findall(r'step (\d+)/%d' % STEPS, log)]
+  assert logged and min(logged) > resumed  # finished steps were not repeated
+  assert max(logged) == STEPS
+
+  store = lineage.open_store(os.path.join(out, 'metadata.sqlite'))
+  executions = {e['component']: e for e in lineage.run_executions(store,
+                                                                  lineage.latest_run(store))}
+  assert executions['ImageIngest']['state'] == 'CACHED'  # finished before the kill
+  trainer = executions['SimCLRTrainer']
+  assert trainer['state'] == 'COMPLETE'
+  assert trainer['outputs']['model'][0]['properties']['resumed_from_step'] == resumed
+  assert executions['Pusher']['state'] == 'COMPLETE'
