@@ -11,7 +11,7 @@ ARGS ?=
 # pip on these machines prints one harmless warning per package for a missing local index.
 PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
-.PHONY: install run test lock bench-input bench-queue clean
+.PHONY: install run test lock bench-input bench-queue bench-tflite clean
 
 $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -50,3 +50,7 @@ bench-input: install
 ## Small-batch SimCLR with and without the negatives queue (about 6 minutes).
 bench-queue: install
 	$(PY) -m benchmarks.bench_queue
+
+## Size and latency of the SavedModel and the TFLite encoders (needs a `make run` first).
+bench-tflite: install
+	$(PY) -m benchmarks.bench_tflite

@@ -6,3 +6,8 @@ class IngestReport(artifact.Artifact):
   """report.json of an ImageIngest run: counts, quarantine, duplicates, data fingerprint."""
   TYPE_NAME = 'simclr_tfx.IngestReport'
 
+
+
+class EdgeModel(artifact.Artifact):
+  """encoder.tflite (float32), encoder_int8.tflite, preprocessing.json and parity.json."""
+  TYPE_NAME = 'simclr_tfx.EdgeModel'

@@ -59,10 +59,28 @@ def cmd_lineage(args) -> int:
   return 0
 
 
+def _read_images(paths):
+  images = []
+  for path in paths:
+    with open(path, 'rb') as f:
+      images.append(f.read())
+  return images
+
+
 def cmd_embed(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components.pusher import push  # pylint: disable=g-import-not-at-top
+  if args.tflite:
+    from components.edge_export import tflite  # pylint: disable=g-import-not-at-top
+    encoder = tflite.TFLiteEncoder(args.tflite, num_threads=args.threads)
+    pixels = tflite.decode_pixels(_read_images(args.images), encoder.image_size)
+    rows = [{'image': p, 'embedding': v.tolist()}
+            for p, v in zip(args.images, encoder.embed(pixels))]
+    print(json.dumps(rows))
+    return 0
+  if not args.model:
+    raise ConfigError('embed needs --model DIR or --tflite FILE')
   model_dir = args.model
   version_dirs = push.versions(model_dir)
   if not os.path.isfile(os.path.join(model_dir, 'saved_model.pb')) and version_dirs:
@@ -70,11 +88,7 @@ def cmd_embed(args) -> int:
   if not os.path.isfile(os.path.join(model_dir, 'saved_model.pb')):
     raise FileNotFoundError(f'no SavedModel (saved_model.pb) in {args.model} or its versions')
   serve = tf.saved_model.load(model_dir).signatures['serving_default']
-  images = []
-  for path in args.images:
-    with open(path, 'rb') as f:
-      images.append(f.read())
-  out = serve(images=tf.constant(images))
+  out = serve(images=tf.constant(_read_images(args.images)))
   rows = [{'image': p, args.output_key: v.tolist()}
           for p, v in zip(args.images, np.asarray(out[args.output_key]))]
   print(json.dumps(rows))
@@ -101,8 +115,10 @@ def main(argv=None) -> int:
   lin.set_defaults(func=cmd_lineage)
 
   emb = sub.add_parser('embed', help='embeddings of image files from a pushed model')
-  emb.add_argument('--model', required=True,
+  emb.add_argument('--model',
                    help='a SavedModel folder, or a model base path (newest version is used)')
+  emb.add_argument('--tflite', help='a .tflite encoder (e.g. <version>/tflite/encoder_int8.tflite)')
+  emb.add_argument('--threads', type=int, default=1, help='TFLite interpreter threads')
   emb.add_argument('--output-key', choices=('embedding', 'projection'), default='embedding')
   emb.add_argument('images', nargs='+', help='image files (JPEG, PNG, BMP, GIF)')
   emb.set_defaults(func=cmd_embed)

@@ -76,6 +76,14 @@ class PipelineConfig:
   bless_min_linear_top1: float = 0.5
   knn_k: int = 20
 
+  # --- edge export (TensorFlow Lite) -----------------------------------------------------------
+  edge_export: bool = True
+  tflite_calibration_images: int = 300  # real train images calibrate the int8 model
+  tflite_parity_images: int = 500  # held-out eval images for the parity check
+  tflite_min_cosine_float: float = 0.999
+  tflite_min_cosine_int8: float = 0.98
+  tflite_max_top1_drop: float = 0.01  # int8 probe top-1 may be at most 1 point lower
+
   # ------------------------------------------------------------------------------------------
   def validate(self) -> 'PipelineConfig':
     """Raises ConfigError naming every impossible value at once."""
@@ -129,6 +137,9 @@ class PipelineConfig:
     need(0.0 <= self.bless_min_linear_top1 <= 1.0,
          f'bless_min_linear_top1 is a fraction in [0, 1], got {self.bless_min_linear_top1}')
     need(self.knn_k >= 1, 'knn_k must be >= 1')
+    need(self.tflite_calibration_images >= 1, 'tflite_calibration_images must be >= 1')
+    need(self.tflite_parity_images >= 1, 'tflite_parity_images must be >= 1')
+    need(self.tflite_max_top1_drop >= 0, 'tflite_max_top1_drop must be >= 0')
     if problems:
       raise ConfigError('invalid configuration:\n  - ' + '\n  - '.join(problems))
     return self
@@ -165,7 +176,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     'demo': {},
     # A few steps on tiny images: for tests and smoke checks, not for quality.
     'smoke': {'image_size': 16, 'batch_size': 32, 'train_steps': 3, 'epochs': 1,
-              'knn_monitor_every_epochs': 0,
+              'knn_monitor_every_epochs': 0, 'tflite_calibration_images': 20,
+              'tflite_parity_images': 40,
               'projection_dim': 16, 'width_multiplier': 0.25, 'checkpoint_every_steps': 2,
               'bless_min_linear_top1': 0.0, 'knn_k': 5},
 }

@@ -19,6 +19,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.types import channel, standard_artifacts
 
 from components.dual_view_transform.component import DualViewTransform
+from components.edge_export.component import EdgeExport
 from components.image_ingest import images
 from components.image_ingest.component import ImageIngest
 from components.linear_evaluator.component import LinearEvaluator
@@ -81,9 +82,18 @@ def create_components(config: PipelineConfig) -> list:
       checkpoint_root=where['checkpoints'])
   evaluator = LinearEvaluator(examples=ingest.outputs['examples'], model=trainer.outputs['model'],
                               min_linear_top1=config.bless_min_linear_top1, knn_k=config.knn_k)
+  edge = None
+  if config.edge_export:
+    edge = EdgeExport(model=trainer.outputs['model'], examples=ingest.outputs['examples'],
+                      calibration_images=config.tflite_calibration_images,
+                      parity_images=config.tflite_parity_images,
+                      min_cosine_float=config.tflite_min_cosine_float,
+                      min_cosine_int8=config.tflite_min_cosine_int8,
+                      max_top1_drop=config.tflite_max_top1_drop)
   pusher = Pusher(model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
-                  serving_base_dir=where['serving'], model_name=config.model_name)
-  return [ingest, transform, *extra, trainer, evaluator, pusher]
+                  serving_base_dir=where['serving'], model_name=config.model_name,
+                  edge_model=edge.outputs['edge_model'] if edge else None)
+  return [ingest, transform, *extra, trainer, evaluator, *([edge] if edge else []), pusher]
 
 
 def create_pipeline(config: PipelineConfig,

@@ -83,3 +83,22 @@ def test_queue_negatives_enter_every_denominator():
   assert float(got) == pytest.approx(total / 12, rel=1e-4)
   assert float(got) > float(losses.nt_xent_loss(z_a.astype(np.float32),
                                                  z_b.astype(np.float32), t))
+
+
+def test_gradient_matches_finite_differences_of_the_reference():
+  rng = np.random.default_rng(5)
+  z_a, z_b = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+  t = 0.5
+  var = tf.Variable(z_a, dtype=tf.float32)
+  with tf.GradientTape() as tape:
+    loss = losses.nt_xent_loss(var, tf.constant(z_b, tf.float32), t)
+  analytic = tape.gradient(loss, var).numpy()
+  numeric = np.zeros_like(z_a)
+  eps = 1e-5
+  for i in range(z_a.shape[0]):
+    for j in range(z_a.shape[1]):
+      plus, minus = z_a.copy(), z_a.copy()
+      plus[i, j] += eps
+      minus[i, j] -= eps
+      numeric[i, j] = (reference_nt_xent(plus, z_b, t) - reference_nt_xent(minus, z_b, t)) / (2 * eps)
+  np.testing.assert_allclose(analytic, numeric, atol=2e-4, rtol=1e-3)

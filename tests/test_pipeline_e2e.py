@@ -15,7 +15,8 @@ from pipeline import lineage, runner
 from pipeline.config import build_config
 from tests.conftest import png_bytes
 
-COMPONENTS = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'LinearEvaluator', 'Pusher')
+COMPONENTS = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'LinearEvaluator', 'EdgeExport',
+              'Pusher')
 EXPECTED_IO = {
     'ImageIngest': ({}, {'examples': 'Examples', 'schema': 'Schema',
                          'report': 'simclr_tfx.IngestReport'}),
@@ -25,8 +26,10 @@ EXPECTED_IO = {
                       {'model': 'Model', 'model_run': 'ModelRun'}),
     'LinearEvaluator': ({'examples': 'Examples', 'model': 'Model'},
                         {'evaluation': 'ModelEvaluation', 'blessing': 'ModelBlessing'}),
-    'Pusher': ({'model': 'Model', 'model_blessing': 'ModelBlessing'},
-               {'pushed_model': 'PushedModel'}),
+    'EdgeExport': ({'model': 'Model', 'examples': 'Examples'},
+                   {'edge_model': 'simclr_tfx.EdgeModel'}),
+    'Pusher': ({'model': 'Model', 'model_blessing': 'ModelBlessing',
+                'edge_model': 'simclr_tfx.EdgeModel'}, {'pushed_model': 'PushedModel'}),
 }
 
 
@@ -48,7 +51,7 @@ def local_run(mnist_subset, tmp_path_factory):
   return config, summary, os.path.join(str(out), 'metadata.sqlite')
 
 
-def test_five_executions_complete_with_their_artifacts(local_run):
+def test_every_execution_completes_with_its_artifacts(local_run):
   _, summary, metadata_path = local_run
   executions = executions_by_component(metadata_path)
   assert sorted(executions) == sorted(COMPONENTS)
@@ -188,7 +191,7 @@ def test_cli_run_prints_the_summary(mnist_subset, tmp_path):
                                 str(tmp_path / 'cli'), '--json'], cwd=repo, capture_output=True,
                                text=True, timeout=300)
   assert lineage_out.returncode == 0, lineage_out.stderr[-2000:]
-  assert len(json.loads(lineage_out.stdout)['executions']) == 5
+  assert len(json.loads(lineage_out.stdout)['executions']) == len(COMPONENTS)
   digit = sorted(glob.glob(os.path.join(mnist_subset, '3', '*.png')))[0]
   embed = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'embed', '--model',
                           os.path.join(str(tmp_path / 'cli'), 'serving', 'simclr_encoder'), digit],
@@ -250,3 +253,50 @@ def test_float16_with_loss_scaling_and_xla_train_step(mnist_subset, tmp_path):
   assert trainer['state'] == 'COMPLETE'
   assert np.isfinite(trainer['outputs']['model'][0]['properties']['final_loss'])
   assert summary['pushed']
+
+
+def test_tflite_models_pushed_with_parity_and_embed_cli(local_run, mnist_subset):
+  """Both TFLite formats ship inside the pushed version, agree with the SavedModel, and run
+  from the CLI."""
+  import subprocess
+  import sys
+  from components.edge_export import tflite
+  config, summary, metadata_path = local_run
+  edge = executions_by_component(metadata_path)['EdgeExport']['outputs']['edge_model'][0]
+  assert edge['properties']['float32_accepted'] == 1 and edge['properties']['int8_accepted'] == 1
+  tflite_dir = os.path.join(summary['pushed_destination'], 'tflite')
+  for name in ('encoder.tflite', 'encoder_int8.tflite', 'preprocessing.json', 'parity.json'):
+    assert os.path.isfile(os.path.join(tflite_dir, name)), name
+  with open(os.path.join(tflite_dir, 'parity.json')) as f:
+    parity = json.load(f)
+  assert parity['float32']['mean_cosine'] >= 0.999 and parity['int8']['mean_cosine'] >= 0.98
+  assert parity['int8']['bytes'] < parity['float32']['bytes']
+
+  digits = sorted(glob.glob(os.path.join(mnist_subset, '*', '*.png')))[:4]
+  served = tf.saved_model.load(summary['pushed_destination']).signatures['serving_default'](
+      images=tf.constant([open(p, 'rb').read() for p in digits]))['embedding'].numpy()
+  int8 = tflite.TFLiteEncoder(os.path.join(tflite_dir, 'encoder_int8.tflite'))
+  on_device = int8.embed(tflite.decode_pixels([open(p, 'rb').read() for p in digits],
+                                              int8.image_size))
+  assert tflite.cosine(on_device, served).min() > 0.95
+
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'embed', '--tflite',
+                           os.path.join(tflite_dir, 'encoder.tflite'), *digits[:2]], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = json.loads(result.stdout)
+  np.testing.assert_allclose(np.array(rows[0]['embedding']), served[0], rtol=1e-3, atol=1e-3)
+
+
+def test_int8_that_misses_its_target_is_not_pushed(mnist_subset, tmp_path):
+  summary = runner.run_pipeline(smoke_config(mnist_subset, tmp_path / 'strict',
+                                             tflite_min_cosine_int8=1.5), engine='local')
+  edge = executions_by_component(summary['metadata'])['EdgeExport']['outputs']['edge_model'][0]
+  assert edge['properties']['int8_accepted'] == 0
+  assert 'mean cosine' in edge['properties']['int8_reason'] and '< 1.5' in edge['properties']['int8_reason']
+  tflite_dir = os.path.join(summary['pushed_destination'], 'tflite')
+  assert os.path.isfile(os.path.join(tflite_dir, 'encoder.tflite'))
+  assert not os.path.exists(os.path.join(tflite_dir, 'encoder_int8.tflite'))
+  pushed = executions_by_component(summary['metadata'])['Pusher']['outputs']['pushed_model'][0]
+  assert 'encoder_int8.tflite NOT pushed: mean cosine' in pushed['properties']['edge_models']

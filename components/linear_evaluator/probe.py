@@ -14,12 +14,11 @@ def _fit(x, y, c):
   return LogisticRegression(C=c, max_iter=2000).fit(x, y)
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
-                 eval_y: np.ndarray, seed: int = 0) -> Dict[str, float]:
+def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, seed: int = 0):
   """Multinomial logistic regression on standardised features; C picked on a held-out 20%
-  of the labelled training data, then refitted on all of it. Returns top-1 on eval."""
+  of the labelled training data, then refitted on all of it. Returns (predict(x), C)."""
   scaler = StandardScaler().fit(train_x)
-  tx, ex = scaler.transform(train_x), scaler.transform(eval_x)
+  tx = scaler.transform(train_x)
   best_c = C_GRID[len(C_GRID) // 2]
   rng = np.random.default_rng(seed)
   order = rng.permutation(len(tx))
@@ -29,7 +28,14 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
     scores = {c: _fit(tx[fit], train_y[fit], c).score(tx[val], train_y[val]) for c in C_GRID}
     best_c = max(C_GRID, key=lambda c: (scores[c], -c))
   classifier = _fit(tx, train_y, best_c)
-  return {'top1': float(classifier.score(ex, eval_y)), 'C': best_c}
+  return (lambda x: classifier.predict(scaler.transform(x))), best_c
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
+                 eval_y: np.ndarray, seed: int = 0) -> Dict[str, float]:
+  """Fits the probe on train and returns its top-1 on eval (and the chosen C)."""
+  predict, best_c = fit_linear_probe(train_x, train_y, seed)
+  return {'top1': float(np.mean(predict(eval_x) == eval_y)), 'C': best_c}
 
 
 def knn_top1(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,

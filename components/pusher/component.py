@@ -4,6 +4,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components.artifacts import EdgeModel
 from components.pusher import executor
 
 
@@ -15,6 +16,7 @@ class PusherSpec(types.ComponentSpec):
   INPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
       'model_blessing': ChannelParameter(type=standard_artifacts.ModelBlessing),
+      'edge_model': ChannelParameter(type=EdgeModel, optional=True),
   }
   OUTPUTS = {
       'pushed_model': ChannelParameter(type=standard_artifacts.PushedModel),
@@ -26,8 +28,9 @@ class Pusher(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
-               serving_base_dir: str, model_name: str):
-    spec = PusherSpec(model=model, model_blessing=model_blessing,
+               serving_base_dir: str, model_name: str,
+               edge_model: types.BaseChannel | None = None):
+    spec = PusherSpec(model=model, model_blessing=model_blessing, edge_model=edge_model,
                       serving_base_dir=serving_base_dir, model_name=model_name,
                       pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components.edge_export import executor as edge_executor, tflite
 from components.pusher import push
+
+EDGE_DIR = 'tflite'  # <version>/tflite/: TF Serving ignores it; edge devices take it
 
 
 def is_blessed(blessing) -> bool:
@@ -30,15 +34,38 @@ class Executor(base_executor.BaseExecutor):
       logging.warning('Pusher: model %s NOT pushed: %s', model.uri, reason)
       return
 
+    extra, edge_note = self._edge_files(input_dict.get('edge_model') or [])
     result = push.push_model(path_utils.serving_model_path(model.uri), serving_base, model_name,
                              source_uri=model.uri,
                              metadata={'model_artifact_id': model.id,
-                                       'blessing_artifact_id': blessing.id})
+                                       'blessing_artifact_id': blessing.id},
+                             extra_files=extra)
+    pushed.set_string_custom_property('edge_models', edge_note)
     pushed.set_int_custom_property('pushed', 1)
     pushed.set_string_custom_property('pushed_destination', result['destination'])
     pushed.set_int_custom_property('pushed_version', result['version'])
     pushed.set_string_custom_property('model_name', model_name)
     pushed.set_string_custom_property(
         'reason', 'already pushed as this version' if result['already_pushed'] else 'blessed')
-    logging.info('Pusher: %s version %d at %s', 'kept' if result['already_pushed'] else 'pushed',
-                 result['version'], result['destination'])
+    logging.info('Pusher: %s version %d at %s (%s)',
+                 'kept' if result['already_pushed'] else 'pushed', result['version'],
+                 result['destination'], edge_note)
+
+  @staticmethod
+  def _edge_files(edge_models):
+    """The accepted TFLite files of the EdgeModel (plus its preprocessing and parity notes),
+    to travel inside the version folder under tflite/; and a note of what went and why."""
+    if not edge_models:
+      return {}, 'no edge export'
+    edge = edge_models[0]
+    files = {f'{EDGE_DIR}/{name}': os.path.join(edge.uri, name)
+             for name in (tflite.PREPROCESSING_FILE, edge_executor.PARITY_FILE)}
+    notes = []
+    for fmt, name in (('float32', tflite.FLOAT_FILE), ('int8', tflite.INT8_FILE)):
+      reason = edge.get_string_custom_property(f'{fmt}_reason')
+      if edge.get_int_custom_property(f'{fmt}_accepted') == 1:
+        files[f'{EDGE_DIR}/{name}'] = os.path.join(edge.uri, name)
+        notes.append(f'{name} pushed')
+      else:
+        notes.append(f'{name} NOT pushed: {reason}')
+    return files, '; '.join(notes)

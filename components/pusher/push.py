@@ -47,8 +47,13 @@ def _fsync_tree(root: str) -> None:
 
 
 def push_model(saved_model_dir: str, serving_base: str, model_name: str, source_uri: str,
-               metadata: Optional[Dict] = None) -> Dict:
-  """Pushes atomically; returns {'version', 'destination', 'already_pushed'}."""
+               metadata: Optional[Dict] = None,
+               extra_files: Optional[Dict[str, str]] = None) -> Dict:
+  """Pushes atomically; returns {'version', 'destination', 'already_pushed'}.
+
+  `extra_files` ({relative path in the version: source file}) travel in the same staging
+  folder, e.g. the TFLite models, so they appear together with the SavedModel or not at all.
+  """
   if not os.path.isfile(os.path.join(saved_model_dir, 'saved_model.pb')):
     raise FileNotFoundError(f'no saved_model.pb in {saved_model_dir}: nothing to push')
   model_dir = os.path.join(serving_base, model_name)
@@ -63,6 +68,10 @@ def push_model(saved_model_dir: str, serving_base: str, model_name: str, source_
 
   staging = os.path.join(model_dir, f'{STAGING_PREFIX}{uuid.uuid4().hex}')
   shutil.copytree(saved_model_dir, staging)
+  for relative, source in (extra_files or {}).items():
+    target = os.path.join(staging, relative)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(source, target)
   os.makedirs(os.path.join(staging, 'assets.extra'), exist_ok=True)
   with open(os.path.join(staging, SOURCE_FILE), 'w', encoding='utf-8') as f:
     json.dump({'source_uri': source_uri, 'pushed_at': time.time(), **(metadata or {})}, f,

@@ -227,6 +227,8 @@ class Executor(base_executor.BaseExecutor):
     train_seconds = time.time() - started
 
     serving_dir = path_utils.serving_model_path(model_artifact.uri)
+    if hp['precision'] != 'float32':
+      encoder, head = self._float32_copies(encoder, head, hp, image_size)
     module = export.EncoderServingModule(encoder, head, tft.TFTransformOutput(transform_graph_uri),
                                          image_size)
     export.export_serving_model(module, serving_dir)
@@ -247,6 +249,19 @@ class Executor(base_executor.BaseExecutor):
     model_run.set_string_custom_property('tensorboard_logdir', model_run.uri)
     logging.info('SimCLRTrainer: done in %.1fs, final loss %.4f; SavedModel at %s; TensorBoard: '
                  'tensorboard --logdir %s', train_seconds, final_loss, serving_dir, model_run.uri)
+
+  @staticmethod
+  def _float32_copies(encoder, head, hp, image_size):
+    """The trained weights (float32 variables under any policy) in float32-compute models:
+    the export then gives the same numbers on every CPU and converts to TFLite."""
+    with precision_policy('float32'):
+      encoder32 = model_lib.build_encoder(hp['backbone'], image_size,
+                                          float(hp['width_multiplier']))
+      head32 = model_lib.build_projection_head(encoder32.output_shape[-1],
+                                               int(hp['projection_dim']), int(hp['head_layers']))
+    encoder32.set_weights(encoder.get_weights())
+    head32.set_weights(head.get_weights())
+    return encoder32, head32
 
   @staticmethod
   def _knn_data(train_uri, eval_uri, image_size):

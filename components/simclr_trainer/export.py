@@ -4,7 +4,9 @@
 GIF); it runs the TFT graph of DualViewTransform (decode, resize, quantise, dataset statistics),
 normalises, and returns `embedding` (float32 [B, D], encoder output h) and `projection`
 (float32 [B, d], L2-normalised head output z). `serving_examples` takes `examples`, serialized
-tf.Example records carrying `image/encoded`, and returns the same.
+tf.Example records carrying `image/encoded`, and returns the same. `serving_pixels` takes
+`pixels`, float32 [B, S, S, 3] RGB values 0..255 already decoded and resized (what a camera
+pipeline or the TFLite export has), and returns `embedding`.
 
 The SavedModel is written to a temporary sibling folder and renamed into place, so a crash
 mid-export never leaves a directory that looks like a complete model.
@@ -21,6 +23,7 @@ from components.dual_view_transform import augment, executor as transform_execut
 
 SIGNATURE_INPUT = 'images'
 EXAMPLES_SIGNATURE, EXAMPLES_INPUT = 'serving_examples', 'examples'
+PIXELS_SIGNATURE, PIXELS_INPUT = 'serving_pixels', 'pixels'
 
 
 class EncoderServingModule(tf.Module):
@@ -31,6 +34,23 @@ class EncoderServingModule(tf.Module):
     self.head = head
     self.tft_layer = tft_output.transform_features_layer()
     self.image_size = image_size
+    # The dataset statistics as constants too, for the decoded-pixels signature (TFLite has no
+    # image decoding, so the edge model starts from pixels).
+    stats = self.tft_layer(transform_executor.raw_feature_stub(tf.reshape(
+        tf.io.encode_png(tf.zeros([2, 2, 3], tf.uint8)), [1])))
+    self.channel_mean = tf.constant(stats[preprocessing.CHANNEL_MEAN][0].numpy())
+    self.channel_std = tf.constant(stats[preprocessing.CHANNEL_STD][0].numpy())
+    self.serve_pixels = tf.function(
+        self._serve_pixels,
+        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32,
+                                       name=PIXELS_INPUT)])
+
+  def _serve_pixels(self, pixels):
+    """Decoded RGB pixels 0..255, already resized to S x S -> {'embedding'}."""
+    batch = tf.shape(pixels)[0]
+    mean = tf.broadcast_to(self.channel_mean, [batch, 3])
+    std = tf.broadcast_to(self.channel_std, [batch, 3])
+    return {'embedding': self.embed_pixels(pixels / 255.0, mean, std)['embedding']}
 
   def embed_pixels(self, unit_images, mean, std):
     x = augment.normalize(unit_images, tf.reshape(mean, [-1, 1, 1, 3]),
@@ -60,7 +80,8 @@ def export_serving_model(module: EncoderServingModule, export_dir: str) -> str:
   parent = os.path.dirname(export_dir.rstrip('/'))
   staging = os.path.join(parent, f'.staging-{uuid.uuid4().hex}')
   tf.saved_model.save(module, staging, signatures={'serving_default': module.serve,
-                                                    EXAMPLES_SIGNATURE: module.serve_examples})
+                                                    EXAMPLES_SIGNATURE: module.serve_examples,
+                                                    PIXELS_SIGNATURE: module.serve_pixels})
   if tf.io.gfile.exists(export_dir):
     tf.io.gfile.rmtree(export_dir)
   tf.io.gfile.rename(staging, export_dir)
