@@ -86,8 +86,9 @@ def main() -> None:
                    os.path.getsize(path),
                    median_ms(lambda e=encoder: e.embed_one(pixels[0]), args.runs)))
 
+  shown = os.path.relpath(model_dir, REPO) if model_dir.startswith(REPO) else model_dir
   lines = [START, f'Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores; '
-           f'model: `{os.path.relpath(model_dir, REPO)}` ({size} px); command: '
+           f'model: `{shown}` ({size} px); command: '
            f'`make bench-tflite`; batch 1, median of {args.runs} calls after 20 warm-up calls.',
            '', '| format | runtime | size (bytes) | median latency (ms) |', '|---|---|---|---|']
   lines += [f'| {name} | {runtime} | {nbytes:,} | {ms:.3f} |' for name, runtime, nbytes, ms in rows]

@@ -120,6 +120,7 @@ def run_summary(metadata_path: str, pipeline_name: Optional[str] = None) -> Dict
       'pushed_destination': pushed_props.get('pushed_destination'),
       'pushed_version': pushed_props.get('pushed_version'),
       'push_reason': pushed_props.get('reason'),
+      'edge_models': pushed_props.get('edge_models'),
       'linear_top1': metrics.get('linear_top1'),
       'knn_top1': metrics.get('knn_top1'),
       'num_labelled': metrics.get('num_labelled'),

@@ -61,6 +61,7 @@ def format_summary(summary: Dict[str, Any]) -> str:
       f"{summary['num_eval']} eval images, {summary['num_labelled']} labelled train images",
       f"blessing      {summary['blessing_reason']}",
       f"model         {where}",
+      f"edge (TFLite) {summary.get('edge_models') or 'none'}",
       f"TensorBoard   tensorboard --logdir {summary['tensorboard_logdir']}",
       f"metadata      {summary['metadata']}  (run {summary['run_id']}, {summary['engine']} "
       f"engine, {summary['wall_seconds']}s)",

@@ -1,0 +1,48 @@
+"""Encoder and head architectures: output widths, CIFAR stem vs ImageNet stem, head depth."""
+import keras
+import numpy as np
+import pytest
+
+from components.simclr_trainer import model
+
+
+@pytest.mark.parametrize('backbone,width,expected_dim', [
+    ('resnet_small', 1.0, 128), ('resnet18', 0.5, 256), ('resnet34', 0.25, 128),
+    ('resnet50', 0.25, 512),  # bottleneck stages output 4x their base width
+])
+def test_embedding_width(backbone, width, expected_dim):
+  encoder = model.build_encoder(backbone, 32, width)
+  assert encoder.output_shape == (None, expected_dim)
+  out = encoder(np.zeros([2, 32, 32, 3], np.float32), training=False)
+  assert out.shape == (2, expected_dim)
+
+
+def test_resnet_depths():
+  convs = lambda m: sum(isinstance(l, keras.layers.Conv2D) and not l.name.endswith('_proj')
+                        for l in m.layers)
+  assert convs(model.build_encoder('resnet18', 32, 0.25)) == 17  # stem + 8 blocks x 2
+  assert convs(model.build_encoder('resnet34', 32, 0.25)) == 33  # stem + 16 blocks x 2
+  assert convs(model.build_encoder('resnet50', 32, 0.25)) == 49  # stem + 16 blocks x 3
+
+
+def test_cifar_stem_for_small_images_imagenet_stem_for_large():
+  small = model.build_encoder('resnet18', 32, 0.25)
+  large = model.build_encoder('resnet18', 96, 0.25)
+  assert small.get_layer('stem_conv').kernel_size == (3, 3)
+  assert small.get_layer('stem_conv').strides == (1, 1)
+  assert 'stem_pool' not in [l.name for l in small.layers]
+  assert large.get_layer('stem_conv').kernel_size == (7, 7)
+  assert 'stem_pool' in [l.name for l in large.layers]
+
+
+@pytest.mark.parametrize('layers,dense', [(2, 2), (3, 3)])
+def test_projection_head_depth_and_output(layers, dense):
+  head = model.build_projection_head(64, 128, layers)
+  assert sum(isinstance(l, keras.layers.Dense) for l in head.layers) == dense
+  assert sum(isinstance(l, keras.layers.BatchNormalization) for l in head.layers) == dense
+  assert head.output_shape == (None, 128)
+
+
+def test_unknown_backbone_is_named():
+  with pytest.raises(ValueError, match="unknown backbone 'vgg'"):
+    model.build_encoder('vgg', 32)
