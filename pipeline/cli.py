@@ -139,9 +139,30 @@ def main(argv=None) -> int:
   except ConfigError as e:
     print(f'simclr-tfx: {e}', file=sys.stderr)
     return 2
-  except (FileNotFoundError, LookupError) as e:
-    print(f'simclr-tfx: {e}', file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except
+    if args.verbose:
+      raise
+    # Expected failures (bad data, a locked or unwritable output folder, a full disk, a
+    # failed component) end with one clear line; -v shows the traceback.
+    print(f'simclr-tfx: {_describe(e)}', file=sys.stderr)
     return 1
+
+
+def _describe(error: Exception) -> str:
+  from pipeline import run_lock  # pylint: disable=g-import-not-at-top
+  known = (FileNotFoundError, LookupError, run_lock.RunLockedError, run_lock.OutputFolderError)
+  try:
+    from components.image_ingest.images import IngestError  # pylint: disable=g-import-not-at-top
+    known += (IngestError,)
+  except ImportError:
+    pass
+  if isinstance(error, known):
+    return str(error)
+  if isinstance(error, OSError) and error.errno is not None:
+    where = f' ({error.filename})' if error.filename else ''
+    return f'{error.strerror}{where}: the run stopped; nothing partial was published'
+  return (f'run failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
+          ' (the log above has the details; rerun with -v for a traceback)')
 
 
 if __name__ == '__main__':

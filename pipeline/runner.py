@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any, Dict
 
-from pipeline import demo_data, lineage
+from pipeline import demo_data, lineage, run_lock
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline, paths
 
@@ -27,17 +27,20 @@ def resolve_data_dir(config: PipelineConfig) -> PipelineConfig:
 def run_pipeline(config: PipelineConfig, engine: str = 'local') -> Dict[str, Any]:
   if engine not in ENGINES:
     raise ValueError(f'engine must be one of {ENGINES}, got {engine!r}')
-  config = resolve_data_dir(config.validate())
-  os.makedirs(paths(config)['output'], exist_ok=True)
-  tfx_pipeline = create_pipeline(config)
-  started = time.time()
-  if engine == 'local':
-    from tfx.orchestration.local import local_dag_runner  # pylint: disable=g-import-not-at-top
-    local_dag_runner.LocalDagRunner().run(tfx_pipeline)
-  else:
-    from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
-    beam_dag_runner.BeamDagRunner().run(tfx_pipeline)
-  summary = lineage.run_summary(paths(config)['metadata'], config.pipeline_name)
+  config = config.validate()
+  where = paths(config)
+  run_lock.check_output_writable(where['output'])
+  with run_lock.run_lock(where['output'], where['metadata']):
+    config = resolve_data_dir(config)
+    tfx_pipeline = create_pipeline(config)
+    started = time.time()
+    if engine == 'local':
+      from tfx.orchestration.local import local_dag_runner  # pylint: disable=g-import-not-at-top
+      local_dag_runner.LocalDagRunner().run(tfx_pipeline)
+    else:
+      from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
+      beam_dag_runner.BeamDagRunner().run(tfx_pipeline)
+  summary = lineage.run_summary(where['metadata'], config.pipeline_name)
   summary.update(engine=engine, data_dir=config.data_dir, wall_seconds=round(time.time() - started, 1))
   return summary
 

@@ -83,6 +83,23 @@ def messy_folder(tmp_path):
   weird = os.path.join(str(root).encode(), b'cat', b'caf\xe9.png')
   with open(weird, 'wb') as f:
     f.write(encoded(image(30), 'PNG'))
+  # Filesystem oddities: each must end in the quarantine with a reason, never hang or vanish.
+  os.symlink('loop_b.png', root / 'cat' / 'loop_a.png')  # a symlink loop
+  os.symlink('loop_a.png', root / 'cat' / 'loop_b.png')
+  os.symlink('does_not_exist.png', root / 'dog' / 'dangling.png')
+  os.mkfifo(root / 'dog' / 'fifo.png')  # opening it would block forever
+  os.symlink('..', root / 'cat' / 'up')  # a folder link that would loop
+  bad.update({
+      'cat/loop_a.png': (None, 'cannot read file: Too many levels of symbolic links'),
+      'cat/loop_b.png': (None, 'cannot read file: Too many levels of symbolic links'),
+      'dog/dangling.png': (None, 'cannot read file: No such file or directory'),
+      'dog/fifo.png': (None, 'not a regular file'),
+      'cat/up': (None, 'symlinked folder not followed'),
+  })
+  if os.geteuid() != 0:  # root reads files whatever their mode
+    (root / 'dog' / 'locked.png').write_bytes(encoded(image(31), 'PNG'))
+    os.chmod(root / 'dog' / 'locked.png', 0)
+    bad['dog/locked.png'] = (None, 'cannot read file: Permission denied')
   return root, good, bad
 
 
@@ -98,7 +115,7 @@ def test_every_bad_file_is_quarantined_with_its_reason(messy_folder, tmp_path):
                                      'sha256': report['duplicates'][0]['sha256']}
   # 12 good files + the non-UTF-8 one, minus one duplicate.
   assert report['num_examples'] == len(good) + 1 - 1
-  assert report['num_records'] == report['num_examples'] + len(bad) + 1
+  assert report['num_records'] == report['num_examples'] + len(bad) + 1  # + the duplicate
   assert report['classes'] == ['cat', 'dog']
   records = {**read_split(examples, 'train'), **read_split(examples, 'eval')}
   assert len(records) == report['num_examples']

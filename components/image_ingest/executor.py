@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
 from typing import Any, Dict, List
 
@@ -23,7 +24,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils as tfx_io_utils
 
 import schemas
-from components import io_utils
+from components import failpoints, io_utils
 from components.image_ingest import images
 
 SPLITS = ('train', 'eval')
@@ -42,6 +43,10 @@ def _load(source: Dict[str, Any], data_dir: str, limits: Dict[str, int]):
   path = os.path.join(os.fsencode(data_dir), source['raw_relpath'])
   if source['kind'] == 'image':
     try:
+      if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+        yield {'relpath': source['relpath'], 'error': 'not a regular file (FIFO, socket or '
+               'device)'}
+        return
       with open(path, 'rb') as f:
         raw = f.read()
     except OSError as e:
@@ -212,8 +217,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
              | f'Write[{name}]' >> beam.io.WriteToTFRecord(
                  os.path.join(split_uri, 'data_tfrecord'), file_name_suffix='.gz'))
 
+    failpoints.hit('ingest.after_write')  # records written, report not yet: a mid-step crash
     manifest = _read_lines(os.path.join(side_dir, 'manifest*.jsonl'))
-    quarantined = sorted(_read_lines(os.path.join(side_dir, 'quarantine*.jsonl')),
+    quarantined = sorted(_read_lines(os.path.join(side_dir, 'quarantine*.jsonl')) +
+                         [{'path': p, 'reason': r} for p, r in listing.unreadable],
                          key=lambda r: r['path'])
     duplicates = sorted(_read_lines(os.path.join(side_dir, 'duplicates*.jsonl')),
                         key=lambda r: r['path'])

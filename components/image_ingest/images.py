@@ -61,6 +61,8 @@ class Listing:
   files: List[SourceFile]
   excluded: List[str]  # matched an exclude glob or missed every include glob
   not_in_manifest: int = 0
+  # Entries the walk cannot take, with the reason (quarantined, never silently skipped).
+  unreadable: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 def is_tfrecord(path: str) -> bool:
@@ -112,6 +114,7 @@ def list_sources(data_dir: str, include: Sequence[str] = (), exclude: Sequence[s
   if not os.path.isdir(data_dir):
     raise IngestError(f'data directory does not exist or is not a folder: {data_dir}')
   candidates: List[SourceFile] = []
+  unreadable: List[Tuple[str, str]] = []
   not_in_manifest = 0
   if manifest:
     rows = read_manifest(manifest)
@@ -122,6 +125,11 @@ def list_sources(data_dir: str, include: Sequence[str] = (), exclude: Sequence[s
       not_in_manifest += sum(1 for n in names if os.path.join(root, n) not in listed)
   else:
     for root, dirs, names in os.walk(data_dir):
+      for name in dirs:  # os.walk lists linked folders but never enters them: say so
+        if os.path.islink(os.path.join(root, name)):
+          rel = os.path.relpath(os.path.join(root, name), data_dir).replace(os.sep, '/')
+          unreadable.append((printable(rel), 'symlinked folder not followed (it could loop); '
+                             'link the files, or point --data-dir at the real folder'))
       dirs.sort()
       for name in sorted(names):
         rel = os.path.relpath(os.path.join(root, name), data_dir).replace(os.sep, '/')
@@ -137,7 +145,7 @@ def list_sources(data_dir: str, include: Sequence[str] = (), exclude: Sequence[s
     detail = f' ({len(excluded)} excluded by the include/exclude globs)' if excluded else ''
     raise IngestError(f'data directory {data_dir} holds no files to ingest{detail}; expected '
                       'images, optionally in one sub-folder per class')
-  return Listing(files, excluded, not_in_manifest)
+  return Listing(files, excluded, not_in_manifest, unreadable)
 
 
 def list_source_files(data_dir: str) -> List[SourceFile]:

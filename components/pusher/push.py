@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import Dict, List, Optional
 
+from components import failpoints
+
 SOURCE_FILE = os.path.join('assets.extra', 'simclr_tfx_source.json')
 STAGING_PREFIX = '.staging-'
 
@@ -82,5 +84,6 @@ def push_model(saved_model_dir: str, serving_base: str, model_name: str, source_
   known = versions(model_dir)
   version = max(int(time.time()), (known[-1] + 1) if known else 0)
   destination = os.path.join(model_dir, str(version))
+  failpoints.hit('push.before_rename')
   os.rename(staging, destination)
   return {'version': version, 'destination': destination, 'already_pushed': False}

@@ -1,0 +1,147 @@
+"""Fault suite: crashes at exact points, concurrent runs, unwritable and full disks, bad serving
+input. Each case asserts the outcome a user relies on (see docs/reliability.md)."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import lineage, run_lock
+from tests.conftest import png_bytes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, env=None, timeout=900):
+  return subprocess.run([sys.executable, '-m', 'pipeline.cli', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout,
+                        env={**os.environ, **(env or {})})
+
+
+def smoke_run(data_dir, out, *extra, env=None):
+  return cli('run', '--data-dir', data_dir, '--output', str(out), '--preset', 'smoke', *extra,
+             env=env)
+
+
+def executions(out):
+  """Every execution in the store (all runs), as (component, state, failure reason)."""
+  store = lineage.open_store(os.path.join(str(out), 'metadata.sqlite'))
+  result = []
+  for run in store.get_contexts_by_type('pipeline_run'):
+    for e in lineage.run_executions(store, run):
+      failure = store.get_executions_by_id([e['id']])[0].custom_properties.get(
+          run_lock.FAILURE_PROPERTY)
+      result.append((e['component'], e['state'], failure.string_value if failure else ''))
+  return result
+
+
+def live_artifacts(out, type_name, producer_uri_part):
+  from ml_metadata.proto import metadata_store_pb2
+  store = lineage.open_store(os.path.join(str(out), 'metadata.sqlite'))
+  return [a for a in store.get_artifacts_by_type(type_name)
+          if a.state == metadata_store_pb2.Artifact.LIVE and producer_uri_part in a.uri]
+
+
+def versions(out):
+  return sorted(glob.glob(os.path.join(str(out), 'serving', 'simclr_encoder', '[0-9]*')))
+
+
+def test_sigkill_during_ingest_then_rerun(mnist_subset, tmp_path):
+  out = tmp_path / 'out'
+  killed = smoke_run(mnist_subset, out, env={'SIMCLR_TFX_FAILPOINT': 'ingest.after_write'})
+  assert killed.returncode == -signal.SIGKILL
+  assert not versions(out)
+  again = smoke_run(mnist_subset, out)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'did not finish' in again.stderr  # the rerun noticed and said so
+  ingest = [(state, why) for component, state, why in executions(out)
+            if component == 'ImageIngest']
+  assert sorted(state for state, _ in ingest) == ['COMPLETE', 'FAILED']
+  assert any('killed or crashed' in why for state, why in ingest if state == 'FAILED')
+  # Only the successful attempt published examples: nothing duplicated, nothing partial.
+  assert len(live_artifacts(out, 'Examples', '/ImageIngest/')) == 1
+  assert len(versions(out)) == 1
+
+
+def test_sigkill_between_staging_and_rename_of_a_push(mnist_subset, tmp_path):
+  out = tmp_path / 'out'
+  killed = smoke_run(mnist_subset, out, env={'SIMCLR_TFX_FAILPOINT': 'push.before_rename'})
+  assert killed.returncode == -signal.SIGKILL
+  model_dir = os.path.join(str(out), 'serving', 'simclr_encoder')
+  assert not versions(out)  # the staged copy is complete but invisible to TF Serving
+  assert [n for n in os.listdir(model_dir) if n.startswith('.staging-')]
+  again = smoke_run(mnist_subset, out)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert len(versions(out)) == 1
+  assert not [n for n in os.listdir(model_dir) if n.startswith('.staging-')]
+  pushers = [state for component, state, _ in executions(out) if component == 'Pusher']
+  assert sorted(pushers) == ['COMPLETE', 'FAILED']
+  assert os.path.isfile(os.path.join(versions(out)[0], 'saved_model.pb'))
+
+
+def test_a_second_run_on_the_same_output_is_refused(mnist_subset, tmp_path):
+  out = tmp_path / 'out'
+  with run_lock.run_lock(str(out), str(out / 'metadata.sqlite')):
+    result = smoke_run(mnist_subset, out)
+  assert result.returncode == 1
+  assert 'another simclr-tfx run is using' in result.stderr
+  assert f'"pid": {os.getpid()}' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (out / 'metadata.sqlite').exists()  # the refused run touched nothing
+
+
+def test_unwritable_output_fails_before_any_work(mnist_subset, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  result = smoke_run(mnist_subset, blocker / 'out')
+  assert result.returncode == 1
+  assert 'is not writable' in result.stderr and 'Traceback' not in result.stderr
+
+
+@pytest.fixture()
+def tiny_tmpfs(tmp_path):
+  mount_point = tmp_path / 'tmpfs'
+  mount_point.mkdir()
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1200k', 'tmpfs',
+                            str(mount_point)], capture_output=True, text=True)
+  if mounted.returncode != 0:
+    pytest.skip(f'cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}')
+  try:
+    yield mount_point
+  finally:
+    subprocess.run(['umount', '-l', str(mount_point)], check=False)
+
+
+def test_disk_full_stops_with_a_clear_error_and_serves_nothing_partial(mnist_subset, tiny_tmpfs):
+  out = tiny_tmpfs / 'out'
+  result = smoke_run(mnist_subset, out)
+  assert result.returncode == 1
+  assert 'No space left on device' in result.stderr
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith('simclr-tfx: ')
+  assert not versions(out)
+  if (out / 'metadata.sqlite').exists():
+    assert all(state != 'RUNNING' for _, state, _ in executions(out))
+
+
+def test_serving_signature_rejects_bad_input_and_keeps_serving(mnist_subset, tmp_path):
+  out = tmp_path / 'out'
+  assert smoke_run(mnist_subset, out).returncode == 0
+  serve = tf.saved_model.load(versions(out)[0]).signatures['serving_default']
+  good = tf.constant([png_bytes(np.full((20, 20, 3), 90, np.uint8))])
+  before = serve(images=good)['embedding'].numpy()
+  huge = bytearray(png_bytes(np.zeros((1, 1, 3), np.uint8)))
+  huge[16:24] = (60000).to_bytes(4, 'big') * 2  # declares 60000 x 60000
+  import zlib
+  huge[29:33] = zlib.crc32(bytes(huge[12:29])).to_bytes(4, 'big')
+  for bad, message in ((b'\x00garbage\xff' * 10, 'Unknown image file format'),
+                       (b'', 'empty image bytes'),
+                       (bytes(huge), 'image too large')):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+      serve(images=tf.constant([bad]))
+    after = serve(images=good)['embedding'].numpy()  # the next request is served as before
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
