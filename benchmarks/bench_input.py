@@ -28,14 +28,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import docs_section
 from components.dual_view_transform import augment, dataset, preprocessing
 from components.image_ingest import executor as ingest_executor
 from pipeline.config import PipelineConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'datasets', 'cifar10', 'train')
-DOC = os.path.join(REPO, 'docs', 'benchmarks.md')
-START, END = '<!-- bench-input:start -->', '<!-- bench-input:end -->'
 BATCH = 256
 
 
@@ -100,7 +99,6 @@ def bench_dataset(split_dir: str, policy: dict, num_records: int, batches: int =
 def write_doc(results: dict, command: str) -> None:
   ingest, aug = results['ingest'], results['augmentation']
   lines = [
-      START,
       f'Measured {results["date"]} on {results["machine"]}; command: `{command}`.',
       f'Data: {results["data_dir_name"]} ({ingest["single_process"]["num_examples"]} images '
       'after de-duplication).',
@@ -117,16 +115,9 @@ def write_doc(results: dict, command: str) -> None:
     lines.append(f'| dual_view_dataset() end to end, batch {BATCH} | {size} px | | '
                  f'{row["dataset"]:.0f} |')
   lines += ['', 'An image = both of its views. Augmentation runs on the same 2 cores the '
-            'trainer uses; compare with the trainer\'s images/s.', END]
-  with open(DOC, encoding='utf-8') as f:
-    text = f.read()
-  block = '\n'.join(lines)
-  if START in text:
-    text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + '\n\n## Input pipeline (issue: ingest and transform)\n\n' + block + '\n'
-  with open(DOC, 'w', encoding='utf-8') as f:
-    f.write(text)
+            'trainer uses; compare with the trainer\'s images/s.']
+  docs_section.write_section('bench-input', 'Input pipeline (issue: ingest and transform)',
+                             lines)
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ import sys
 import tempfile
 import time
 
+from benchmarks import docs_section
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(REPO, 'docs', 'benchmarks.md')
-START, END = '<!-- bench-queue:start -->', '<!-- bench-queue:end -->'
 SETTINGS = ['batch_size=32', 'epochs=3', 'seed=1', 'knn_monitor_every_epochs=0']
 
 
@@ -49,22 +49,13 @@ def main() -> None:
     if not os.path.isdir(demo):
       os.rename(os.path.join(out, 'demo_data'), demo)
     print(json.dumps(rows[-1]), flush=True)
-  lines = [START, f'Measured {datetime.date.today().isoformat()}, 2 cores; command: '
+  lines = [f'Measured {datetime.date.today().isoformat()}, 2 cores; command: '
            '`make bench-queue`; settings: ' + ', '.join(SETTINGS) + '.', '',
            '| negatives_queue_size | linear top-1 | kNN top-1 | pipeline seconds |',
            '|---|---|---|---|']
   lines += [f'| {r["queue"]} | {100 * r["linear_top1"]:.1f}% | {100 * r["knn_top1"]:.1f}% | '
             f'{r["seconds"]} |' for r in rows]
-  lines.append(END)
-  with open(DOC, encoding='utf-8') as f:
-    text = f.read()
-  block = '\n'.join(lines)
-  if START in text:
-    text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + '\n\n## Negatives queue at small batch\n\n' + block + '\n'
-  with open(DOC, 'w', encoding='utf-8') as f:
-    f.write(text)
+  docs_section.write_section('bench-queue', 'Negatives queue at small batch', lines)
 
 
 if __name__ == '__main__':

@@ -21,12 +21,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
+from benchmarks import docs_section
 from components.edge_export import tflite
 from components.pusher import push
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(REPO, 'docs', 'benchmarks.md')
-START, END = '<!-- bench-tflite:start -->', '<!-- bench-tflite:end -->'
 
 
 def median_ms(fn, runs: int, warmup: int = 20) -> float:
@@ -87,22 +86,13 @@ def main() -> None:
                    median_ms(lambda e=encoder: e.embed_one(pixels[0]), args.runs)))
 
   shown = os.path.relpath(model_dir, REPO) if model_dir.startswith(REPO) else model_dir
-  lines = [START, f'Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores; '
+  lines = [f'Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores; '
            f'model: `{shown}` ({size} px); command: '
            f'`make bench-tflite`; batch 1, median of {args.runs} calls after 20 warm-up calls.',
            '', '| format | runtime | size (bytes) | median latency (ms) |', '|---|---|---|---|']
   lines += [f'| {name} | {runtime} | {nbytes:,} | {ms:.3f} |' for name, runtime, nbytes, ms in rows]
-  lines.append(END)
-  with open(DOC, encoding='utf-8') as f:
-    text = f.read()
-  block = '\n'.join(lines)
-  if START in text:
-    text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + '\n\n## Edge export: size and latency per format\n\n' + block + '\n'
-  with open(DOC, 'w', encoding='utf-8') as f:
-    f.write(text)
-  print(block)
+  print(docs_section.write_section('bench-tflite', 'Edge export: size and latency per format',
+                                   lines))
 
 
 if __name__ == '__main__':
