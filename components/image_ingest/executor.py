@@ -30,7 +30,7 @@ from components.image_ingest import images
 SPLITS = ('train', 'eval')
 
 
-def _image_record(source, raw: bytes, relpath: str, class_name: str, limits) -> Dict[str, Any]:
+def _image_record(raw: bytes, relpath: str, class_name: str, limits) -> Dict[str, Any]:
   stored, height, width, reason = images.decode_and_validate(raw, **limits)
   if stored is None:
     return {'relpath': relpath, 'error': reason}
@@ -52,7 +52,7 @@ def _load(source: Dict[str, Any], data_dir: str, limits: Dict[str, int]):
     except OSError as e:
       yield {'relpath': source['relpath'], 'error': f'cannot read file: {e.strerror or e}'}
       return
-    yield _image_record(source, raw, source['relpath'], source['class_name'], limits)
+    yield _image_record(raw, source['relpath'], source['class_name'], limits)
     return
   compression = 'GZIP' if path.lower().endswith(b'.gz') else ''
   index = -1
@@ -71,7 +71,7 @@ def _load(source: Dict[str, Any], data_dir: str, limits: Dict[str, int]):
         yield {'relpath': relpath, 'error': f'tf.Example has no {schemas.IMAGE_KEY} bytes'}
         continue
       class_name = source['class_name'] or images.class_of_record(features)
-      yield _image_record(source, encoded.bytes_list.value[0], relpath, class_name, limits)
+      yield _image_record(encoded.bytes_list.value[0], relpath, class_name, limits)
   except (tf.errors.OpError, OSError) as e:
     yield {'relpath': f"{source['relpath']}#{index + 1}",
            'error': f'unreadable TFRecord after {index + 1} records: {type(e).__name__}'}
