@@ -92,10 +92,15 @@ def test_cli_refuses_bad_config_before_any_work(tmp_path):
   assert not out.exists()  # nothing was started
 
 
-def test_cli_missing_data_dir_is_a_clear_error(tmp_path):
+def test_cli_missing_or_empty_data_dir_is_a_clear_error(tmp_path):
   result = run_cli('run', '--output', str(tmp_path / 'out'), '--data-dir', str(tmp_path / 'nope'))
-  assert result.returncode != 0
-  assert 'data directory does not exist' in result.stderr
+  assert result.returncode == 1
+  assert 'data directory does not exist' in result.stderr and 'Traceback' not in result.stderr
+  (tmp_path / 'empty').mkdir()
+  result = run_cli('run', '--output', str(tmp_path / 'out'), '--data-dir', str(tmp_path / 'empty'))
+  assert result.returncode == 1
+  assert 'holds no files to ingest' in result.stderr and 'Traceback' not in result.stderr
+  assert not (tmp_path / 'out' / 'pipeline_root').exists()  # no component started
 
 
 def test_cli_help_for_each_command():
