@@ -79,8 +79,18 @@ def cmd_embed(args) -> int:
             for p, v in zip(args.images, encoder.embed(pixels))]
     print(json.dumps(rows))
     return 0
+  if args.server:
+    from pipeline import serving_client  # pylint: disable=g-import-not-at-top
+    predict = (serving_client.grpc_predict if args.protocol == 'grpc'
+               else serving_client.rest_predict)
+    out = predict(args.server, args.model_name, _read_images(args.images),
+                  version=args.version)
+    rows = [{'image': p, args.output_key: v.tolist()}
+            for p, v in zip(args.images, out[args.output_key])]
+    print(json.dumps(rows))
+    return 0
   if not args.model:
-    raise ConfigError('embed needs --model DIR or --tflite FILE')
+    raise ConfigError('embed needs --model DIR, --server HOST:PORT or --tflite FILE')
   model_dir = args.model
   version_dirs = push.versions(model_dir)
   if not os.path.isfile(os.path.join(model_dir, 'saved_model.pb')) and version_dirs:
@@ -114,10 +124,18 @@ def main(argv=None) -> int:
   lin.add_argument('--json', action='store_true', help='machine-readable output')
   lin.set_defaults(func=cmd_lineage)
 
-  emb = sub.add_parser('embed', help='embeddings of image files from a pushed model')
+  emb = sub.add_parser('embed', help='embeddings of image files from a pushed model, a TF '
+                       'Serving server or a TFLite file')
   emb.add_argument('--model',
                    help='a SavedModel folder, or a model base path (newest version is used)')
   emb.add_argument('--tflite', help='a .tflite encoder (e.g. <version>/tflite/encoder_int8.tflite)')
+  emb.add_argument('--server', metavar='HOST:PORT',
+                   help='a TF Serving model server (REST 8501 or gRPC 8500)')
+  emb.add_argument('--protocol', choices=('rest', 'grpc'), default='rest',
+                   help='API of --server (default rest)')
+  emb.add_argument('--model-name', default='simclr_encoder', help='model name on --server')
+  emb.add_argument('--version', type=int, default=None,
+                   help='a specific version on --server (default: what it serves)')
   emb.add_argument('--threads', type=int, default=1, help='TFLite interpreter threads')
   emb.add_argument('--output-key', choices=('embedding', 'projection'), default='embedding')
   emb.add_argument('images', nargs='+', help='image files (JPEG, PNG, BMP, GIF)')
@@ -150,7 +168,9 @@ def main(argv=None) -> int:
 
 def _describe(error: Exception) -> str:
   from pipeline import run_lock  # pylint: disable=g-import-not-at-top
-  known = (FileNotFoundError, LookupError, run_lock.RunLockedError, run_lock.OutputFolderError)
+  from pipeline import serving_client  # pylint: disable=g-import-not-at-top
+  known = (FileNotFoundError, LookupError, run_lock.RunLockedError, run_lock.OutputFolderError,
+           serving_client.ServingError)
   try:
     from components.image_ingest.images import IngestError  # pylint: disable=g-import-not-at-top
     known += (IngestError,)

@@ -74,7 +74,20 @@ class PipelineConfig:
 
   # --- evaluation and blessing ---------------------------------------------------------------
   bless_min_linear_top1: float = 0.5
-  knn_k: int = 20
+  # Compare with the latest blessed model of this pipeline (measured on the same data in the
+  # same execution): bless only if linear_top1 >= baseline - this. Negative: demand a gain.
+  bless_compare_with_baseline: bool = True
+  bless_max_drop_vs_baseline: float = 0.02
+  probe_fractions: str = '0.01,0.1,1'  # of the labelled train records; 1 = headline numbers
+  probe_context_baselines: bool = True  # also probe raw pixels and a random-init encoder
+  knn_k: int = 200  # weighted kNN (cosine, temperature 0.1), as in the SimCLR/InstDisc papers
+
+  # --- pushing to TF Serving ---------------------------------------------------------------------
+  serving_keep_versions: int = 3  # older versions are retired after a push; 0 = keep all
+  serving_warmup_images: int = 5  # real images in assets.extra/tf_serving_warmup_requests
+  # The serving base path as the model server sees it, written into <serving>/models.config
+  # (e.g. /models where the Kubernetes manifest mounts it); empty = the local serving folder.
+  serving_config_base_path: str = ''
 
   # --- edge export (TensorFlow Lite) -----------------------------------------------------------
   edge_export: bool = True
@@ -137,6 +150,17 @@ class PipelineConfig:
     need(0.0 <= self.bless_min_linear_top1 <= 1.0,
          f'bless_min_linear_top1 is a fraction in [0, 1], got {self.bless_min_linear_top1}')
     need(self.knn_k >= 1, 'knn_k must be >= 1')
+    need(-1.0 <= self.bless_max_drop_vs_baseline <= 1.0,
+         f'bless_max_drop_vs_baseline is a top-1 difference in [-1, 1], got '
+         f'{self.bless_max_drop_vs_baseline}')
+    try:
+      fractions = [float(p) for p in self.probe_fractions.split(',') if p.strip()]
+      need(all(0.0 < f <= 1.0 for f in fractions),
+           f'probe_fractions must each be in (0, 1], got {self.probe_fractions!r}')
+    except ValueError:
+      need(False, f'probe_fractions must be comma-separated numbers, got {self.probe_fractions!r}')
+    need(self.serving_keep_versions >= 0, 'serving_keep_versions must be >= 0 (0 = keep all)')
+    need(self.serving_warmup_images >= 0, 'serving_warmup_images must be >= 0 (0 = none)')
     need(self.tflite_calibration_images >= 1, 'tflite_calibration_images must be >= 1')
     need(self.tflite_parity_images >= 1, 'tflite_parity_images must be >= 1')
     need(self.tflite_max_top1_drop >= 0, 'tflite_max_top1_drop must be >= 0')

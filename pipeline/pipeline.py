@@ -55,16 +55,18 @@ def create_components(config: PipelineConfig) -> list:
       image_size=config.image_size,
       augmentation_policy=json.dumps(config.augmentation_policy(), sort_keys=True))
   extra = []
-  base_model = None
-  if config.warm_start:
-    # The latest blessed Model of this pipeline, as TFX's own Evaluator baselines are found.
+  base_model = latest_blessed_model = None
+  if config.warm_start or config.bless_compare_with_baseline:
+    # The latest blessed Model of this pipeline, as TFX's own Evaluator baselines are found:
+    # the evaluator's baseline and the trainer's warm start.
     latest_blessed = resolver.Resolver(
         strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
         model=channel.Channel(type=standard_artifacts.Model),
         model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
     ).with_id('latest_blessed_model_resolver')
     extra.append(latest_blessed)
-    base_model = latest_blessed.outputs['model']
+    latest_blessed_model = latest_blessed.outputs['model']
+    base_model = latest_blessed_model if config.warm_start else None
   trainer = SimCLRTrainer(
       transformed_examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'], base_model=base_model,
@@ -80,8 +82,13 @@ def create_components(config: PipelineConfig) -> list:
       jit_compile=int(config.jit_compile),
       knn_monitor_every_epochs=config.knn_monitor_every_epochs,
       checkpoint_root=where['checkpoints'])
-  evaluator = LinearEvaluator(examples=ingest.outputs['examples'], model=trainer.outputs['model'],
-                              min_linear_top1=config.bless_min_linear_top1, knn_k=config.knn_k)
+  evaluator = LinearEvaluator(
+      examples=ingest.outputs['examples'], model=trainer.outputs['model'],
+      baseline_model=latest_blessed_model if config.bless_compare_with_baseline else None,
+      min_linear_top1=config.bless_min_linear_top1, knn_k=config.knn_k,
+      probe_fractions=config.probe_fractions,
+      max_drop_vs_baseline=config.bless_max_drop_vs_baseline,
+      context_baselines=config.probe_context_baselines)
   edge = None
   if config.edge_export:
     edge = EdgeExport(model=trainer.outputs['model'], examples=ingest.outputs['examples'],
@@ -92,7 +99,10 @@ def create_components(config: PipelineConfig) -> list:
                       max_top1_drop=config.tflite_max_top1_drop)
   pusher = Pusher(model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
                   serving_base_dir=where['serving'], model_name=config.model_name,
-                  edge_model=edge.outputs['edge_model'] if edge else None)
+                  edge_model=edge.outputs['edge_model'] if edge else None,
+                  examples=ingest.outputs['examples'], keep_versions=config.serving_keep_versions,
+                  warmup_images=config.serving_warmup_images,
+                  serving_config_base_path=config.serving_config_base_path)
   return [ingest, transform, *extra, trainer, evaluator, *([edge] if edge else []), pusher]
 
 

@@ -62,8 +62,10 @@ def format_summary(summary: Dict[str, Any]) -> str:
       f"{(summary['data_fingerprint'] or '')[:12]}",
       f"linear probe  top-1 {pct(summary['linear_top1'])} (kNN {pct(summary['knn_top1'])}) on "
       f"{summary['num_eval']} eval images, {summary['num_labelled']} labelled train images",
+      *_probe_detail_lines(summary, pct),
       f"blessing      {summary['blessing_reason']}",
       f"model         {where}",
+      f"serving       models.config {summary.get('models_config') or 'n/a'}",
       f"edge (TFLite) {summary.get('edge_models') or 'none'}",
       f"TensorBoard   tensorboard --logdir {summary['tensorboard_logdir']}",
       f"metadata      {summary['metadata']}  (run {summary['run_id']}, {summary['engine']} "
@@ -73,3 +75,20 @@ def format_summary(summary: Dict[str, Any]) -> str:
       '=' * 67,
   ]
   return '\n'.join(lines)
+
+
+def _probe_detail_lines(summary, pct):
+  """Probe accuracy per label budget and, for context, on raw pixels / a random-init encoder."""
+  lines = []
+  by_fraction = summary.get('linear_probe_by_fraction') or {}
+  if by_fraction:
+    parts = [f"{pct(v.get('top1'))} with {v['num_labels']} labels ({float(k):.0%})"
+             for k, v in sorted(by_fraction.items(), key=lambda kv: float(kv[0]))]
+    lines.append('              by labels: ' + ', '.join(parts))
+  if summary.get('raw_pixels_linear_top1') is not None:
+    lines.append(f"              context: raw pixels {pct(summary['raw_pixels_linear_top1'])}, "
+                 f"random-init encoder {pct(summary.get('random_init_encoder_linear_top1'))}")
+  if summary.get('evaluation_dir'):
+    lines.append(f"              plots: {summary['evaluation_dir']}/"
+                 "{confusion_matrix,embedding_map}.png, projector/")
+  return lines

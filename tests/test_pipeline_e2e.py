@@ -12,11 +12,17 @@ import pytest
 import tensorflow as tf
 
 from pipeline import lineage, runner
-from pipeline.config import build_config
-from tests.conftest import png_bytes
+from tfx.utils import path_utils
+
+from components.pusher import push
+from tests.conftest import png_bytes, smoke_config
 
 COMPONENTS = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'LinearEvaluator', 'EdgeExport',
               'Pusher')
+# Every run also has the resolver node that finds the latest blessed model (the evaluator's
+# baseline, and the trainer's warm start when asked for).
+RESOLVER = 'latest_blessed_model_resolver'
+NODES = COMPONENTS + (RESOLVER,)
 EXPECTED_IO = {
     'ImageIngest': ({}, {'examples': 'Examples', 'schema': 'Schema',
                          'report': 'simclr_tfx.IngestReport'}),
@@ -29,13 +35,9 @@ EXPECTED_IO = {
     'EdgeExport': ({'model': 'Model', 'examples': 'Examples'},
                    {'edge_model': 'simclr_tfx.EdgeModel'}),
     'Pusher': ({'model': 'Model', 'model_blessing': 'ModelBlessing',
-                'edge_model': 'simclr_tfx.EdgeModel'}, {'pushed_model': 'PushedModel'}),
+                'edge_model': 'simclr_tfx.EdgeModel', 'examples': 'Examples'},
+               {'pushed_model': 'PushedModel'}),
 }
-
-
-def smoke_config(data_dir, out, **overrides):
-  return build_config(preset='smoke', data_dir=data_dir, output_dir=str(out),
-                      set_args=[f'{k}={v}' for k, v in overrides.items()])
 
 
 def executions_by_component(metadata_path):
@@ -43,18 +45,10 @@ def executions_by_component(metadata_path):
   return {e['component']: e for e in lineage.run_executions(store, lineage.latest_run(store))}
 
 
-@pytest.fixture(scope='module')
-def local_run(mnist_subset, tmp_path_factory):
-  out = tmp_path_factory.mktemp('local_run')
-  config = smoke_config(mnist_subset, out)
-  summary = runner.run_pipeline(config, engine='local')
-  return config, summary, os.path.join(str(out), 'metadata.sqlite')
-
-
 def test_every_execution_completes_with_its_artifacts(local_run):
   _, summary, metadata_path = local_run
   executions = executions_by_component(metadata_path)
-  assert sorted(executions) == sorted(COMPONENTS)
+  assert sorted(executions) == sorted(NODES)
   for component, (inputs, outputs) in EXPECTED_IO.items():
     entry = executions[component]
     assert entry['state'] == 'COMPLETE', (component, entry['state'])
@@ -109,6 +103,43 @@ def test_metrics_json_contract(local_run):
     assert key in metrics
   assert 0.0 <= metrics['linear_top1'] <= 1.0 and 0.0 <= metrics['knn_top1'] <= 1.0
   assert metrics['num_labelled'] + metrics['num_eval'] == 300
+  # 10 classes: top-5 is a real top-5 and at least top-1.
+  assert metrics['linear_top5_k'] == 5 and metrics['linear_top5'] >= metrics['linear_top1']
+  confusion = np.array(metrics['confusion_matrix'])
+  assert confusion.shape == (10, 10) and confusion.sum() == metrics['num_eval']
+  assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics['linear_top1'])
+  assert sorted(metrics['per_class_top1']) == sorted(str(c) for c in range(10))
+  # One probe per labelled fraction; fraction 1 is the headline number.
+  by_fraction = metrics['linear_probe_by_fraction']
+  assert sorted(by_fraction, key=float) == ['0.01', '0.1', '1']
+  assert by_fraction['1']['top1'] == metrics['linear_top1']
+  assert by_fraction['1']['num_labels'] == metrics['num_labelled']
+  assert 10 <= by_fraction['0.01']['num_labels'] < by_fraction['0.1']['num_labels']
+  # Context: the same probe on raw pixels and on a random-init encoder of the same design.
+  assert 0.0 <= metrics['raw_pixels_linear_top1'] <= 1.0
+  assert metrics['context']['random_init_encoder']['backbone'] == 'resnet_small'
+  assert 0.0 <= metrics['random_init_encoder_linear_top1'] <= 1.0
+  assert 'no blessed baseline' in metrics['blessing_reason']
+  assert evaluation['properties']['blessed'] == 1
+
+
+def test_evaluation_plots_and_projector_files(local_run):
+  _, _, metadata_path = local_run
+  evaluation = executions_by_component(metadata_path)['LinearEvaluator']['outputs']['evaluation'][0]
+  with open(os.path.join(evaluation['uri'], 'metrics.json')) as f:
+    metrics = json.load(f)
+  for name in ('confusion_matrix.png', 'embedding_map.png'):
+    with open(os.path.join(evaluation['uri'], name), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n', name
+  projector = os.path.join(evaluation['uri'], 'projector')
+  with open(os.path.join(projector, 'projector_config.pbtxt')) as f:
+    assert 'metadata.tsv' in f.read()
+  with open(os.path.join(projector, 'metadata.tsv')) as f:
+    labels = f.read().splitlines()
+  assert len(labels) == metrics['num_eval'] and set(labels) == {str(d) for d in range(10)}
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(projector))
+  vectors = reader.get_tensor('embedding/.ATTRIBUTES/VARIABLE_VALUE')
+  assert vectors.shape == (metrics['num_eval'], metrics['embedding_dim'])
 
 
 def test_pushed_model_serves_png_bytes(local_run, mnist_subset):
@@ -148,7 +179,19 @@ def test_second_identical_run_is_cached_and_pushes_nothing_new(local_run):
   config, first, metadata_path = local_run
   second = runner.run_pipeline(config, engine='local')
   states = {e['component']: e['state'] for e in second['executions']}
-  assert states == {c: 'CACHED' for c in COMPONENTS}
+  # The work is cached. The evaluator runs once more because its baseline input changed (the
+  # first run's model is now the latest blessed one): it finds it is comparing the model with
+  # itself, and the Pusher finds that version already pushed.
+  assert {c: states[c] for c in ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer',
+                                 'EdgeExport')} == {c: 'CACHED' for c in ('ImageIngest',
+                                                    'DualViewTransform', 'SimCLRTrainer',
+                                                    'EdgeExport')}
+  evaluation = executions_by_component(second['metadata'])['LinearEvaluator']['outputs'][
+      'evaluation'][0]
+  with open(os.path.join(evaluation['uri'], 'metrics.json')) as f:
+    assert json.load(f)['baseline']['note'] == 'the baseline is this model'
+  assert second['pushed'] and second['pushed_version'] == first['pushed_version']
+  assert second['push_reason'] == 'already pushed as this version'
   model_dir = os.path.join(config.output_dir, 'serving', config.model_name)
   assert [d for d in os.listdir(model_dir) if d.isdigit()] == [str(first['pushed_version'])]
 
@@ -166,7 +209,7 @@ def test_beam_engine_labelled_fraction_and_an_unblessed_model_is_not_pushed(mnis
   assert summary['num_labelled'] == report['num_labelled_for_probe']
   assert 20 <= summary['num_labelled'] <= 30  # 10% of ~240 train images, >= 1 per class
   states = {e['component']: e['state'] for e in summary['executions']}
-  assert states == {c: 'COMPLETE' for c in COMPONENTS}
+  assert states == {c: 'COMPLETE' for c in NODES}
   assert summary['pushed'] is False
   assert 'threshold' in summary['push_reason']
   serving = os.path.join(config.output_dir, 'serving')
@@ -191,7 +234,7 @@ def test_cli_run_prints_the_summary(mnist_subset, tmp_path):
                                 str(tmp_path / 'cli'), '--json'], cwd=repo, capture_output=True,
                                text=True, timeout=300)
   assert lineage_out.returncode == 0, lineage_out.stderr[-2000:]
-  assert len(json.loads(lineage_out.stdout)['executions']) == len(COMPONENTS)
+  assert len(json.loads(lineage_out.stdout)['executions']) == len(NODES)
   digit = sorted(glob.glob(os.path.join(mnist_subset, '3', '*.png')))[0]
   embed = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'embed', '--model',
                           os.path.join(str(tmp_path / 'cli'), 'serving', 'simclr_encoder'), digit],
@@ -216,7 +259,7 @@ def test_tfx_cli_local_flow(mnist_subset, tmp_path):
                             text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   executions = executions_by_component(str(tmp_path / 'out' / 'metadata.sqlite'))
-  assert {c: e['state'] for c, e in executions.items()} == {c: 'COMPLETE' for c in COMPONENTS}
+  assert {c: e['state'] for c, e in executions.items()} == {c: 'COMPLETE' for c in NODES}
   assert glob.glob(str(tmp_path / 'out' / 'serving' / 'simclr_encoder' / '[0-9]*' /
                        'saved_model.pb'))
 
@@ -230,15 +273,30 @@ def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(mnis
   first_model = executions['SimCLRTrainer']['outputs']['model'][0]
   assert executions['SimCLRTrainer']['inputs'].get('base_model') is None  # nothing blessed yet
 
+  # The second run also demands an impossible gain over the latest blessed model (a max drop of
+  # -1 top-1), so the comparison with the baseline, not the threshold, must refuse it.
   second = runner.run_pipeline(smoke_config(
       mnist_subset, out, warm_start='true', seed=7, precision='mixed_bfloat16',
-      negatives_queue_size=64), engine='local')
-  trainer = executions_by_component(second['metadata'])['SimCLRTrainer']
+      negatives_queue_size=64, bless_max_drop_vs_baseline=-1.0), engine='local')
+  executions = executions_by_component(second['metadata'])
+  trainer = executions['SimCLRTrainer']
   assert trainer['state'] == 'COMPLETE'
   assert trainer['inputs']['base_model'][0]['id'] == first_model['id']
   model = trainer['outputs']['model'][0]
   assert model['properties']['warm_started_from'] == first_model['uri']
-  serve = tf.saved_model.load(second['pushed_destination']).signatures['serving_default']
+  evaluator = executions['LinearEvaluator']
+  assert evaluator['inputs']['baseline_model'][0]['id'] == first_model['id']
+  with open(os.path.join(evaluator['outputs']['evaluation'][0]['uri'], 'metrics.json')) as f:
+    metrics = json.load(f)
+  assert metrics['baseline']['model_uri'] == first_model['uri']
+  assert 0.0 <= metrics['baseline_linear_top1'] <= 1.0
+  assert not metrics['blessed'] and 'worse than the latest blessed model' in metrics[
+      'blessing_reason']
+  assert not second['pushed'] and 'latest blessed model' in second['push_reason']
+  assert push.versions(os.path.join(str(out), 'serving', 'simclr_encoder')) == [
+      first['pushed_version']]
+  serve = tf.saved_model.load(path_utils.serving_model_path(model['uri'])).signatures[
+      'serving_default']
   digit = sorted(glob.glob(os.path.join(mnist_subset, '*', '*.png')))[0]
   out_tensors = serve(images=tf.constant([open(digit, 'rb').read()]))
   assert out_tensors['embedding'].dtype == tf.float32  # bfloat16 inside, float32 out

@@ -1,5 +1,6 @@
 """The evaluation math on data whose answer is known."""
 import numpy as np
+import pytest
 
 from components.linear_evaluator import probe
 
@@ -26,3 +27,41 @@ def test_knn_weighted_vote():
   labels = np.array([0, 0, 1])
   assert probe.knn_top1(bank, labels, np.array([[1.0, 0.05]]), np.array([0]), k=3) == 1.0
   assert probe.knn_top1(bank, labels, np.array([[0.05, 1.0]]), np.array([1]), k=1) == 1.0
+
+
+def test_classification_metrics_top5_per_class_and_confusion():
+  classes = np.array([0, 1, 2, 3, 4, 5])
+  # Three eval images: true 0 ranked first; true 1 ranked second; true 2 ranked last.
+  proba = np.array([[.5, .1, .1, .1, .1, .1],
+                    [.4, .3, .1, .1, .05, .05],
+                    [.3, .2, .0, .2, .2, .1]])
+  scores = probe.classification_metrics(proba, classes, np.array([0, 1, 2]))
+  assert scores['top1'] == pytest.approx(1 / 3)
+  assert scores['top5'] == pytest.approx(2 / 3) and scores['top5_k'] == 5
+  assert scores['per_class_top1'] == {'0': 1.0, '1': 0.0, '2': 0.0, '3': None, '4': None,
+                                      '5': None}
+  confusion = np.array(scores['confusion_matrix'])
+  assert confusion[0, 0] == 1 and confusion[1, 0] == 1 and confusion[2, 0] == 1
+  assert confusion.sum() == 3
+
+
+def test_balanced_subset_takes_the_fraction_of_every_class_deterministically():
+  labels = np.array([0] * 100 + [1] * 50 + [2] * 3)
+  subset = probe.balanced_subset(labels, 0.1, seed=3)
+  counts = np.bincount(labels[subset])
+  assert counts.tolist() == [10, 5, 1]  # at least one per class
+  assert np.array_equal(subset, probe.balanced_subset(labels, 0.1, seed=3))
+  assert len(probe.balanced_subset(labels, 1.0)) == len(labels)
+
+
+@pytest.mark.parametrize('top1,baseline,max_drop,blessed,phrase', [
+    (0.40, None, 0.02, False, '< threshold'),
+    (0.80, None, 0.02, True, 'no blessed baseline'),
+    (0.79, 0.80, 0.02, True, 'not worse than the latest blessed model'),
+    (0.77, 0.80, 0.02, False, 'worse than the latest blessed model'),
+    (0.81, 0.80, -0.05, False, 'worse than the latest blessed model'),  # demands +5 points
+    (0.86, 0.80, -0.05, True, 'not worse'),
+])
+def test_bless_decision(top1, baseline, max_drop, blessed, phrase):
+  decision, reason = probe.bless_decision(top1, 0.5, baseline, max_drop, 'uri://base')
+  assert decision is blessed and phrase in reason

@@ -11,10 +11,19 @@ class LinearEvaluatorSpec(types.ComponentSpec):
   PARAMETERS = {
       'min_linear_top1': ExecutionParameter(type=float),
       'knn_k': ExecutionParameter(type=int),
+      # Comma-separated fractions of the labelled train records to probe with, e.g.
+      # '0.01,0.1,1'; 1 (all of them) is always included and gives the headline numbers.
+      'probe_fractions': ExecutionParameter(type=str, optional=True),
+      # Bless only if linear_top1 >= baseline's - this (negative: must improve by that much).
+      'max_drop_vs_baseline': ExecutionParameter(type=float, optional=True),
+      # 1: also probe raw pixels and a random-init encoder, for context.
+      'context_baselines': ExecutionParameter(type=int, optional=True),
   }
   INPUTS = {
       'examples': ChannelParameter(type=standard_artifacts.Examples),
       'model': ChannelParameter(type=standard_artifacts.Model),
+      # The latest blessed model (a resolver's output), compared on the same data.
+      'baseline_model': ChannelParameter(type=standard_artifacts.Model, optional=True),
   }
   OUTPUTS = {
       'evaluation': ChannelParameter(type=standard_artifacts.ModelEvaluation),
@@ -27,9 +36,13 @@ class LinearEvaluator(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
-               min_linear_top1: float, knn_k: int):
+               min_linear_top1: float, knn_k: int,
+               baseline_model: types.BaseChannel | None = None, probe_fractions: str = '1',
+               max_drop_vs_baseline: float = 0.0, context_baselines: bool = True):
     spec = LinearEvaluatorSpec(
-        examples=examples, model=model, min_linear_top1=min_linear_top1, knn_k=knn_k,
+        examples=examples, model=model, baseline_model=baseline_model,
+        min_linear_top1=min_linear_top1, knn_k=knn_k, probe_fractions=probe_fractions,
+        max_drop_vs_baseline=max_drop_vs_baseline, context_baselines=int(context_baselines),
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing))
     super().__init__(spec=spec)

@@ -2,10 +2,13 @@
 
 Embeddings are computed through the exported `serving_default` signature on the raw image bytes
 of the ingested examples, i.e. exactly what TF Serving will return, so the number that blesses a
-model is a number about the model that gets served.
+model is a number about the model that gets served. The latest blessed model (when the pipeline's
+resolver finds one) is measured the same way on the same data in the same execution, so the
+comparison is never between numbers from different data.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -18,10 +21,11 @@ from tfx.utils import path_utils
 
 import schemas
 from components import io_utils
-from components.linear_evaluator import probe
+from components.linear_evaluator import baselines, plots, probe
 
 METRICS_FILE = 'metrics.json'
 _BATCH = 256
+_RAW_PIXELS_MAX_SIDE = 32  # raw-pixel probe: at most 32x32x3 features, or it takes minutes
 
 
 def read_labelled(split_uri: str):
@@ -46,24 +50,46 @@ def embed(serving_fn, image_batches) -> np.ndarray:
   return np.concatenate(outputs) if outputs else np.zeros([0, 0], np.float32)
 
 
+def parse_fractions(text: str):
+  """'0.01,0.1,1' -> [0.01, 0.1, 1.0] (sorted, unique, 1.0 always included: the headline)."""
+  values = {1.0}
+  for part in str(text).split(','):
+    if part.strip():
+      value = float(part)
+      if not 0.0 < value <= 1.0:
+        raise ValueError(f'probe fraction {value} is not in (0, 1]')
+      values.add(value)
+  return sorted(values)
+
+
+def load_serving_fn(model_uri: str):
+  return tf.saved_model.load(path_utils.serving_model_path(model_uri)).signatures[
+      'serving_default']
+
+
 class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
     started = time.time()
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     model = artifact_utils.get_single_instance(input_dict['model'])
+    baseline_models = input_dict.get('baseline_model') or []
     evaluation = artifact_utils.get_single_instance(output_dict['evaluation'])
     blessing = artifact_utils.get_single_instance(output_dict['blessing'])
     threshold = float(exec_properties['min_linear_top1'])
     knn_k = int(exec_properties['knn_k'])
+    max_drop = float(exec_properties.get('max_drop_vs_baseline') or 0.0)
+    fractions = parse_fractions(exec_properties.get('probe_fractions') or '1.0')
+    with_context = bool(int(exec_properties.get('context_baselines') or 0))
+    class_names = json.loads(examples.get_string_custom_property('classes') or '[]')
 
-    serving_dir = path_utils.serving_model_path(model.uri)
-    serving_fn = tf.saved_model.load(serving_dir).signatures['serving_default']
     train_images, train_y = read_labelled(artifact_utils.get_split_uri([examples], 'train'))
     eval_images, eval_y = read_labelled(artifact_utils.get_split_uri([examples], 'eval'))
     metrics = {'num_labelled': int(len(train_y)), 'num_eval': int(len(eval_y)),
                'num_classes': int(len(np.unique(train_y))), 'min_linear_top1': threshold,
-               'linear_top1': None, 'knn_top1': None, 'knn_k': knn_k}
+               'linear_top1': None, 'linear_top5': None, 'knn_top1': None, 'knn_k': knn_k,
+               'knn_temperature': 0.1, 'max_drop_vs_baseline': max_drop,
+               'class_names': class_names}
 
     if len(train_y) == 0 or len(eval_y) == 0 or metrics['num_classes'] < 2:
       blessed = False
@@ -71,24 +97,35 @@ class Executor(base_executor.BaseExecutor):
                 f'images in {metrics["num_classes"]} class(es); put labelled images in '
                 'class sub-folders (at least 2 classes)')
     else:
+      serving_fn = load_serving_fn(model.uri)
       train_x, eval_x = embed(serving_fn, train_images), embed(serving_fn, eval_images)
-      linear = probe.linear_probe(train_x, train_y, eval_x, eval_y)
-      metrics.update(linear_top1=linear['top1'], linear_probe_C=linear['C'],
-                     knn_top1=probe.knn_top1(train_x, train_y, eval_x, eval_y, k=knn_k),
-                     embedding_dim=int(train_x.shape[1]))
-      blessed = metrics['linear_top1'] >= threshold
-      comparison = '>=' if blessed else '<'
-      reason = (f'linear_top1 {metrics["linear_top1"]:.4f} {comparison} threshold '
-                f'{threshold:.4f}')
+      all_classes = np.unique(np.concatenate([train_y, eval_y]))
+      metrics.update(self._probe_all_fractions(train_x, train_y, eval_x, eval_y, fractions,
+                                               all_classes))
+      metrics['knn_top1'] = probe.knn_top1(train_x, train_y, eval_x, eval_y, k=knn_k)
+      metrics['embedding_dim'] = int(train_x.shape[1])
+      if with_context:
+        metrics['context'] = self._context_baselines(model, train_images, train_y, eval_images,
+                                                     eval_y)
+        for name, values in metrics['context'].items():
+          metrics[f'{name}_linear_top1'] = values['linear_top1']
+      baseline_top1, baseline_uri = self._measure_baseline(
+          baseline_models, model, train_images, train_y, eval_images, eval_y, metrics)
+      blessed, reason = probe.bless_decision(metrics['linear_top1'], threshold, baseline_top1,
+                                             max_drop, baseline_uri)
+      self._write_plots(evaluation.uri, metrics, eval_x, eval_y, class_names)
     metrics.update(blessed=blessed, blessing_reason=reason, model_uri=model.uri,
                    seconds=round(time.time() - started, 3))
 
     io_utils.write_json(os.path.join(evaluation.uri, METRICS_FILE), metrics)
-    for key in ('linear_top1', 'knn_top1'):
-      if metrics[key] is not None:
+    for key in ('linear_top1', 'linear_top5', 'knn_top1', 'baseline_linear_top1',
+                'raw_pixels_linear_top1', 'random_init_encoder_linear_top1'):
+      if metrics.get(key) is not None:
         evaluation.set_float_custom_property(key, metrics[key])
     evaluation.set_int_custom_property('num_labelled', metrics['num_labelled'])
     evaluation.set_int_custom_property('num_eval', metrics['num_eval'])
+    evaluation.set_int_custom_property('blessed', int(blessed))
+    evaluation.set_string_custom_property('blessing_reason', reason)
 
     # The same files and properties as TFX's Evaluator, so TFX resolvers and Pushers read it.
     with tf.io.gfile.GFile(os.path.join(blessing.uri, 'BLESSED' if blessed else 'NOT_BLESSED'),
@@ -97,7 +134,91 @@ class Executor(base_executor.BaseExecutor):
     blessing.set_int_custom_property('blessed', int(blessed))
     blessing.set_string_custom_property('current_model', model.uri)
     blessing.set_int_custom_property('current_model_id', model.id)
+    if baseline_models:
+      blessing.set_string_custom_property('baseline_model', baseline_models[0].uri)
+      blessing.set_int_custom_property('baseline_model_id', baseline_models[0].id)
     blessing.set_string_custom_property('reason', reason)
     logging.info('LinearEvaluator: linear_top1 %s knn_top1 %s on %d eval images -> %s (%s)',
                  metrics['linear_top1'], metrics['knn_top1'], metrics['num_eval'],
                  'BLESSED' if blessed else 'NOT BLESSED', reason)
+
+  @staticmethod
+  def _probe_all_fractions(train_x, train_y, eval_x, eval_y, fractions, all_classes):
+    """The probe at every labelled fraction; the headline numbers are those of fraction 1."""
+    by_fraction = {}
+    headline = None
+    for fraction in fractions:
+      subset = probe.balanced_subset(train_y, fraction)
+      if len(np.unique(train_y[subset])) < 2:
+        by_fraction[f'{fraction:g}'] = {'num_labels': int(len(subset)), 'top1': None,
+                                        'note': 'fewer than 2 classes at this fraction'}
+        continue
+      fitted = probe.LinearProbe(train_x[subset], train_y[subset])
+      scores = probe.classification_metrics(fitted.predict_proba(eval_x), fitted.classes,
+                                            eval_y, all_classes)
+      by_fraction[f'{fraction:g}'] = {'num_labels': int(len(subset)), 'top1': scores['top1'],
+                                      'top5': scores['top5'], 'C': fitted.C}
+      if fraction == 1.0:
+        headline = (scores, fitted.C)
+    scores, c = headline
+    return {'linear_top1': scores['top1'], 'linear_top5': scores['top5'],
+            'linear_top5_k': scores['top5_k'], 'linear_probe_C': c,
+            'per_class_top1': scores['per_class_top1'],
+            'confusion_matrix': scores['confusion_matrix'],
+            'confusion_classes': scores['confusion_classes'],
+            'linear_probe_by_fraction': by_fraction}
+
+  @staticmethod
+  def _context_baselines(model, train_images, train_y, eval_images, eval_y):
+    """The same probe on raw pixels and on a random-init encoder of the same architecture."""
+    image_size = int(model.get_int_custom_property('image_size'))
+    train_px = baselines.decoded_pixels(train_images, image_size)
+    eval_px = baselines.decoded_pixels(eval_images, image_size)
+    side = min(image_size, _RAW_PIXELS_MAX_SIDE)
+    small = lambda px: tf.image.resize(px, [side, side], antialias=True).numpy()
+    raw = probe.linear_probe(baselines.raw_pixel_features(small(train_px)), train_y,
+                             baselines.raw_pixel_features(small(eval_px)), eval_y)
+    width = model.get_float_custom_property('width_multiplier') or 1.0
+    backbone = model.get_string_custom_property('backbone') or 'resnet_small'
+    random_train, random_eval = baselines.random_encoder_features(
+        [train_px, eval_px], backbone, image_size, width)
+    random_init = probe.linear_probe(random_train, train_y, random_eval, eval_y)
+    return {'raw_pixels': {'linear_top1': raw['top1'], 'pixels': f'{side}x{side}x3'},
+            'random_init_encoder': {'linear_top1': random_init['top1'], 'backbone': backbone,
+                                    'width_multiplier': width}}
+
+  @staticmethod
+  def _measure_baseline(baseline_models, model, train_images, train_y, eval_images, eval_y,
+                        metrics):
+    """(top-1 of the latest blessed model on this data, its uri), or (None, '') if none."""
+    if not baseline_models:
+      metrics['baseline'] = None
+      return None, ''
+    baseline = baseline_models[0]
+    if baseline.id == model.id or baseline.uri == model.uri:
+      metrics['baseline'] = {'model_uri': baseline.uri, 'note': 'the baseline is this model'}
+      return metrics['linear_top1'], baseline.uri
+    serving_fn = load_serving_fn(baseline.uri)
+    top1 = probe.linear_probe(embed(serving_fn, train_images), train_y,
+                              embed(serving_fn, eval_images), eval_y)['top1']
+    metrics['baseline'] = {'model_uri': baseline.uri, 'model_id': baseline.id,
+                           'linear_top1': top1}
+    metrics['baseline_linear_top1'] = top1
+    return top1, baseline.uri
+
+  @staticmethod
+  def _write_plots(out_dir, metrics, eval_x, eval_y, class_names):
+    name_of = lambda c: class_names[c] if 0 <= c < len(class_names) else str(c)
+    classes = metrics['confusion_classes']
+    plots.confusion_matrix_png(
+        os.path.join(out_dir, plots.CONFUSION_PNG), metrics['confusion_matrix'],
+        [name_of(c) for c in classes],
+        f'linear probe on eval: top-1 {metrics["linear_top1"]:.3f}')
+    plots.embedding_map_png(
+        os.path.join(out_dir, plots.EMBEDDING_MAP_PNG), eval_x, eval_y,
+        {c: name_of(c) for c in classes}, 'eval embeddings (t-SNE), coloured by class')
+    plots.write_projector(os.path.join(out_dir, plots.PROJECTOR_DIR), eval_x,
+                          [name_of(int(c)) for c in eval_y])
+    metrics['files'] = {'confusion_matrix_png': plots.CONFUSION_PNG,
+                        'embedding_map_png': plots.EMBEDDING_MAP_PNG,
+                        'projector': plots.PROJECTOR_DIR}

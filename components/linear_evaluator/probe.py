@@ -1,7 +1,8 @@
-"""Pure evaluation math: a linear probe and a weighted kNN classifier on frozen embeddings."""
+"""Pure evaluation math: a linear probe and a weighted kNN classifier on frozen embeddings,
+class-balanced label subsets, classification metrics and the blessing decision."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -14,28 +15,99 @@ def _fit(x, y, c):
   return LogisticRegression(C=c, max_iter=2000).fit(x, y)
 
 
+class LinearProbe:
+  """Multinomial logistic regression on standardised features. The L2 strength (1/C) is picked
+  on a held-out 20% of the labelled training data, then the probe is refitted on all of it."""
+
+  def __init__(self, train_x: np.ndarray, train_y: np.ndarray, seed: int = 0):
+    self.scaler = StandardScaler().fit(train_x)
+    tx = self.scaler.transform(train_x)
+    self.C = C_GRID[len(C_GRID) // 2]
+    order = np.random.default_rng(seed).permutation(len(tx))
+    n_val = len(tx) // 5
+    val, fit = order[:n_val], order[n_val:]
+    if n_val >= 10 and len(np.unique(train_y[fit])) > 1:
+      scores = {c: _fit(tx[fit], train_y[fit], c).score(tx[val], train_y[val]) for c in C_GRID}
+      self.C = max(C_GRID, key=lambda c: (scores[c], -c))
+    self.classifier = _fit(tx, train_y, self.C)
+    self.classes = self.classifier.classes_
+
+  def predict(self, x: np.ndarray) -> np.ndarray:
+    return self.classifier.predict(self.scaler.transform(x))
+
+  def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    return self.classifier.predict_proba(self.scaler.transform(x))
+
+
 def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, seed: int = 0):
-  """Multinomial logistic regression on standardised features; C picked on a held-out 20%
-  of the labelled training data, then refitted on all of it. Returns (predict(x), C)."""
-  scaler = StandardScaler().fit(train_x)
-  tx = scaler.transform(train_x)
-  best_c = C_GRID[len(C_GRID) // 2]
-  rng = np.random.default_rng(seed)
-  order = rng.permutation(len(tx))
-  n_val = len(tx) // 5
-  val, fit = order[:n_val], order[n_val:]
-  if n_val >= 10 and len(np.unique(train_y[fit])) > 1:
-    scores = {c: _fit(tx[fit], train_y[fit], c).score(tx[val], train_y[val]) for c in C_GRID}
-    best_c = max(C_GRID, key=lambda c: (scores[c], -c))
-  classifier = _fit(tx, train_y, best_c)
-  return (lambda x: classifier.predict(scaler.transform(x))), best_c
+  """(predict(x), C) of a LinearProbe; kept for callers that only need predictions."""
+  fitted = LinearProbe(train_x, train_y, seed)
+  return fitted.predict, fitted.C
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
                  eval_y: np.ndarray, seed: int = 0) -> Dict[str, float]:
   """Fits the probe on train and returns its top-1 on eval (and the chosen C)."""
-  predict, best_c = fit_linear_probe(train_x, train_y, seed)
-  return {'top1': float(np.mean(predict(eval_x) == eval_y)), 'C': best_c}
+  fitted = LinearProbe(train_x, train_y, seed)
+  return {'top1': float(np.mean(fitted.predict(eval_x) == eval_y)), 'C': fitted.C}
+
+
+def classification_metrics(proba: np.ndarray, classes: np.ndarray, labels: np.ndarray,
+                           all_classes: Optional[np.ndarray] = None) -> Dict:
+  """top-1, top-5 (top-k with k = min(5, classes)), per-class accuracy and the confusion matrix
+  (rows: true class, columns: predicted) over `all_classes` (default: the probe's classes).
+  An eval label the probe never saw counts as wrong."""
+  all_classes = np.asarray(classes if all_classes is None else all_classes)
+  ranked = classes[np.argsort(-proba, axis=1)]
+  k = min(5, len(classes))
+  top1 = ranked[:, 0] == labels
+  topk = np.any(ranked[:, :k] == labels[:, None], axis=1)
+  index = {c: i for i, c in enumerate(all_classes.tolist())}
+  confusion = np.zeros((len(all_classes), len(all_classes)), np.int64)
+  for true, pred in zip(labels.tolist(), ranked[:, 0].tolist()):
+    if true in index and pred in index:
+      confusion[index[true], index[pred]] += 1
+  per_class = {}
+  for c in all_classes.tolist():
+    mask = labels == c
+    per_class[str(c)] = float(np.mean(top1[mask])) if mask.any() else None
+  return {'top1': float(np.mean(top1)) if len(labels) else 0.0,
+          'top5': float(np.mean(topk)) if len(labels) else 0.0, 'top5_k': k,
+          'per_class_top1': per_class, 'confusion_matrix': confusion.tolist(),
+          'confusion_classes': [int(c) for c in all_classes.tolist()]}
+
+
+def balanced_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+  """Indices of a class-balanced `fraction` of `labels` (at least one per class), the same on
+  every run: each class contributes round(fraction * its count) of its records."""
+  if fraction >= 1.0:
+    return np.arange(len(labels))
+  rng = np.random.default_rng(seed)
+  chosen = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    take = max(1, int(round(fraction * len(members))))
+    chosen.append(rng.permutation(members)[:take])
+  return np.sort(np.concatenate(chosen)) if chosen else np.zeros([0], np.int64)
+
+
+def bless_decision(top1: float, threshold: float, baseline_top1: Optional[float] = None,
+                   max_drop: float = 0.0, baseline_uri: str = '') -> Tuple[bool, str]:
+  """Blessed only if top-1 reaches the absolute threshold AND, when there is a baseline (the
+  latest blessed model, measured on the same data now), top-1 >= baseline - max_drop. A
+  negative max_drop demands an improvement of at least -max_drop."""
+  if top1 < threshold:
+    return False, f'linear_top1 {top1:.4f} < threshold {threshold:.4f}'
+  reason = f'linear_top1 {top1:.4f} >= threshold {threshold:.4f}'
+  if baseline_top1 is None:
+    return True, reason + '; no blessed baseline to compare with'
+  floor = baseline_top1 - max_drop
+  where = f' ({baseline_uri})' if baseline_uri else ''
+  if top1 < floor:
+    return False, (f'linear_top1 {top1:.4f} < baseline {baseline_top1:.4f} - max drop '
+                   f'{max_drop:.4f} = {floor:.4f}: worse than the latest blessed model{where}')
+  return True, (reason + f'; not worse than the latest blessed model{where}: baseline '
+                f'{baseline_top1:.4f}, allowed drop {max_drop:.4f}')
 
 
 def knn_top1(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,

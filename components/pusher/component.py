@@ -12,11 +12,17 @@ class PusherSpec(types.ComponentSpec):
   PARAMETERS = {
       'serving_base_dir': ExecutionParameter(type=str),
       'model_name': ExecutionParameter(type=str),
+      'keep_versions': ExecutionParameter(type=int, optional=True),  # 0 = keep all
+      'warmup_images': ExecutionParameter(type=int, optional=True),  # 0 = no warmup file
+      # The base path as TF Serving sees it, for models.config; '' = serving_base_dir.
+      'serving_config_base_path': ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
       'model_blessing': ChannelParameter(type=standard_artifacts.ModelBlessing),
       'edge_model': ChannelParameter(type=EdgeModel, optional=True),
+      # Real images for the warmup requests.
+      'examples': ChannelParameter(type=standard_artifacts.Examples, optional=True),
   }
   OUTPUTS = {
       'pushed_model': ChannelParameter(type=standard_artifacts.PushedModel),
@@ -29,8 +35,13 @@ class Pusher(base_component.BaseComponent):
 
   def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                serving_base_dir: str, model_name: str,
-               edge_model: types.BaseChannel | None = None):
+               edge_model: types.BaseChannel | None = None,
+               examples: types.BaseChannel | None = None, keep_versions: int = 3,
+               warmup_images: int = 5, serving_config_base_path: str = ''):
     spec = PusherSpec(model=model, model_blessing=model_blessing, edge_model=edge_model,
-                      serving_base_dir=serving_base_dir, model_name=model_name,
+                      examples=examples, serving_base_dir=serving_base_dir,
+                      model_name=model_name, keep_versions=keep_versions,
+                      warmup_images=warmup_images,
+                      serving_config_base_path=serving_config_base_path,
                       pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

@@ -1,21 +1,45 @@
-"""Pusher executor: a blessed model goes to the TF Serving base path; anything else, nowhere."""
+"""Pusher executor: a blessed model goes to the TF Serving base path; anything else, nowhere.
+
+A push is: the SavedModel, its warmup requests and the accepted TFLite files staged together and
+renamed into a new integer version; then models.config is updated; then versions beyond the
+newest `keep_versions` are retired (never one pinned in models.config).
+"""
 from __future__ import annotations
 
 import logging
 import os
 
+import tensorflow as tf
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+import schemas
+from components import io_utils
 from components.edge_export import executor as edge_executor, tflite
-from components.pusher import push
+from components.pusher import push, serving_files
 
 EDGE_DIR = 'tflite'  # <version>/tflite/: TF Serving ignores it; edge devices take it
 
 
 def is_blessed(blessing) -> bool:
   return blessing.get_int_custom_property('blessed') == 1
+
+
+def sample_images(examples, count: int) -> list:
+  """Up to `count` encoded images from the eval split (the train split if eval is empty)."""
+  images = []
+  for split in ('eval', 'train'):
+    if len(images) >= count:
+      break
+    try:
+      files = io_utils.split_files(artifact_utils.get_split_uri([examples], split))
+    except (FileNotFoundError, ValueError):
+      continue
+    spec = {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+    data = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count - len(images))
+    images += [tf.io.parse_single_example(r, spec)[schemas.IMAGE_KEY].numpy() for r in data]
+  return images
 
 
 class Executor(base_executor.BaseExecutor):
@@ -26,6 +50,9 @@ class Executor(base_executor.BaseExecutor):
     pushed = artifact_utils.get_single_instance(output_dict['pushed_model'])
     serving_base = exec_properties['serving_base_dir']
     model_name = exec_properties['model_name']
+    keep = int(exec_properties.get('keep_versions') or 0)
+    warmup_count = int(exec_properties.get('warmup_images') or 0)
+    config_base = exec_properties.get('serving_config_base_path') or serving_base
 
     if not is_blessed(blessing):
       reason = blessing.get_string_custom_property('reason') or 'model was not blessed'
@@ -35,21 +62,43 @@ class Executor(base_executor.BaseExecutor):
       return
 
     extra, edge_note = self._edge_files(input_dict.get('edge_model') or [])
+    warmup_note = 'no warmup requests'
+    if warmup_count and input_dict.get('examples'):
+      images = sample_images(input_dict['examples'][0], warmup_count)
+      if images:
+        local = os.path.join(pushed.uri, 'tf_serving_warmup_requests')
+        serving_files.write_warmup_requests(local, model_name, images)
+        extra[serving_files.WARMUP_FILE] = local
+        warmup_note = f'{len(images)} warmup requests'
     result = push.push_model(path_utils.serving_model_path(model.uri), serving_base, model_name,
                              source_uri=model.uri,
                              metadata={'model_artifact_id': model.id,
                                        'blessing_artifact_id': blessing.id},
                              extra_files=extra)
+    models_config = serving_files.update_models_config(
+        serving_base, model_name, os.path.join(config_base, model_name))
+    pinned = models_config['pinned_versions']
+    if pinned and result['version'] not in pinned:
+      logging.warning('Pusher: models.config pins %s to version(s) %s (a rollback?): version %d '
+                      'is on disk but will not serve until the pin is removed', model_name,
+                      pinned, result['version'])
+    retired = push.retire_old_versions(os.path.join(serving_base, model_name), keep,
+                                       protect=pinned + [result['version']])
+
     pushed.set_string_custom_property('edge_models', edge_note)
     pushed.set_int_custom_property('pushed', 1)
     pushed.set_string_custom_property('pushed_destination', result['destination'])
     pushed.set_int_custom_property('pushed_version', result['version'])
     pushed.set_string_custom_property('model_name', model_name)
+    pushed.set_string_custom_property('models_config', models_config['path'])
+    pushed.set_string_custom_property('retired_versions', ','.join(map(str, retired)))
+    pushed.set_string_custom_property('warmup', warmup_note)
     pushed.set_string_custom_property(
         'reason', 'already pushed as this version' if result['already_pushed'] else 'blessed')
-    logging.info('Pusher: %s version %d at %s (%s)',
+    logging.info('Pusher: %s version %d at %s (%s; %s; models.config %s%s)',
                  'kept' if result['already_pushed'] else 'pushed', result['version'],
-                 result['destination'], edge_note)
+                 result['destination'], warmup_note, edge_note, models_config['path'],
+                 f'; retired {retired}' if retired else '')
 
   @staticmethod
   def _edge_files(edge_models):

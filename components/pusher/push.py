@@ -18,6 +18,7 @@ from components import failpoints
 
 SOURCE_FILE = os.path.join('assets.extra', 'simclr_tfx_source.json')
 STAGING_PREFIX = '.staging-'
+RETIRED_PREFIX = '.retired-'
 
 
 def versions(model_dir: str) -> List[int]:
@@ -65,7 +66,7 @@ def push_model(saved_model_dir: str, serving_base: str, model_name: str, source_
     return {'version': existing, 'destination': os.path.join(model_dir, str(existing)),
             'already_pushed': True}
   for name in os.listdir(model_dir):  # debris of an earlier crashed push
-    if name.startswith(STAGING_PREFIX):
+    if name.startswith((STAGING_PREFIX, RETIRED_PREFIX)):
       shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
 
   staging = os.path.join(model_dir, f'{STAGING_PREFIX}{uuid.uuid4().hex}')
@@ -87,3 +88,18 @@ def push_model(saved_model_dir: str, serving_base: str, model_name: str, source_
   failpoints.hit('push.before_rename')
   os.rename(staging, destination)
   return {'version': version, 'destination': destination, 'already_pushed': False}
+
+
+def retire_old_versions(model_dir: str, keep: int, protect=()) -> List[int]:
+  """Removes all but the newest `keep` versions (0 = keep all), never one in `protect` (e.g. a
+  version pinned in models.config for a rollback). Each is first renamed to a hidden name,
+  atomically gone for Serving, then deleted. Returns the retired versions."""
+  if keep <= 0:
+    return []
+  known = versions(model_dir)
+  retired = [v for v in known[:-keep] if v not in set(protect)]
+  for version in retired:
+    hidden = os.path.join(model_dir, f'{RETIRED_PREFIX}{version}-{uuid.uuid4().hex}')
+    os.rename(os.path.join(model_dir, str(version)), hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+  return retired

@@ -243,6 +243,7 @@ class Executor(base_executor.BaseExecutor):
     model_artifact.set_int_custom_property('projection_dim', int(hp['projection_dim']))
     model_artifact.set_int_custom_property('image_size', image_size)
     model_artifact.set_string_custom_property('backbone', hp['backbone'])
+    model_artifact.set_float_custom_property('width_multiplier', float(hp['width_multiplier']))
     model_artifact.set_float_custom_property('final_loss', final_loss)
     if knn is not None:
       model_artifact.set_float_custom_property('knn_monitor_top1', knn)
