@@ -26,6 +26,7 @@ from components.linear_evaluator import baselines, plots, probe
 METRICS_FILE = 'metrics.json'
 _BATCH = 256
 _RAW_PIXELS_MAX_SIDE = 32  # raw-pixel probe: at most 32x32x3 features, or it takes minutes
+_CONTEXT_MAX_LABELLED = 2000  # context probes train on a class-balanced subset of this size
 
 
 def read_labelled(split_uri: str):
@@ -172,6 +173,10 @@ class Executor(base_executor.BaseExecutor):
   def _context_baselines(model, train_images, train_y, eval_images, eval_y):
     """The same probe on raw pixels and on a random-init encoder of the same architecture."""
     image_size = int(model.get_int_custom_property('image_size'))
+    # Context, not the headline: a class-balanced subset keeps it to seconds on large sets.
+    keep = probe.balanced_subset(train_y, min(1.0, _CONTEXT_MAX_LABELLED / len(train_y)))
+    train_images = [tf.constant(np.concatenate([b.numpy() for b in train_images])[keep])]
+    train_y = train_y[keep]
     train_px = baselines.decoded_pixels(train_images, image_size)
     eval_px = baselines.decoded_pixels(eval_images, image_size)
     side = min(image_size, _RAW_PIXELS_MAX_SIDE)
@@ -183,9 +188,10 @@ class Executor(base_executor.BaseExecutor):
     random_train, random_eval = baselines.random_encoder_features(
         [train_px, eval_px], backbone, image_size, width)
     random_init = probe.linear_probe(random_train, train_y, random_eval, eval_y)
-    return {'raw_pixels': {'linear_top1': raw['top1'], 'pixels': f'{side}x{side}x3'},
+    return {'raw_pixels': {'linear_top1': raw['top1'], 'pixels': f'{side}x{side}x3',
+                           'num_labels': int(len(train_y))},
             'random_init_encoder': {'linear_top1': random_init['top1'], 'backbone': backbone,
-                                    'width_multiplier': width}}
+                                    'width_multiplier': width, 'num_labels': int(len(train_y))}}
 
   @staticmethod
   def _measure_baseline(baseline_models, model, train_images, train_y, eval_images, eval_y,

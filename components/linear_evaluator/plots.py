@@ -11,7 +11,7 @@ CONFUSION_PNG = 'confusion_matrix.png'
 EMBEDDING_MAP_PNG = 'embedding_map.png'
 PROJECTOR_DIR = 'projector'
 PROJECTOR_TENSOR = 'embedding/.ATTRIBUTES/VARIABLE_VALUE'
-_MAP_POINTS = 1500  # t-SNE cost grows quadratically; 1,500 points show the structure
+_MAP_POINTS = 1000  # t-SNE cost grows quadratically; 1,000 points show the structure
 
 
 def _pyplot():
