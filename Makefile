@@ -11,7 +11,7 @@ ARGS ?=
 # pip on these machines prints one harmless warning per package for a missing local index.
 PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
-.PHONY: install run test lock bench-input bench-queue bench-tflite clean
+.PHONY: install run test lock bench bench-input bench-queue bench-tflite clean
 
 $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -54,3 +54,8 @@ bench-queue: install
 ## Size and latency of the SavedModel and the TFLite encoders (needs a `make run` first).
 bench-tflite: install
 	$(PY) -m benchmarks.bench_tflite
+
+## Performance harness: trainer vs a baseline, MFU, input ratio, make-run overhead (~12 min).
+## Its last output line is a JSON object; the table goes to docs/benchmarks.md.
+bench: install
+	$(PY) -m benchmarks.bench_perf $(ARGS)

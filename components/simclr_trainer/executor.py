@@ -22,7 +22,7 @@ from tfx.utils import path_utils
 
 from components.dual_view_transform import dataset as dv_dataset, executor as transform_executor
 from components.linear_evaluator import probe
-from components.simclr_trainer import export, losses, model as model_lib, optim
+from components.simclr_trainer import export, model as model_lib, optim, step as step_lib
 
 # Parameters that change what is trained (everything but where checkpoints go and monitoring).
 HYPERPARAMETERS = ('backbone', 'width_multiplier', 'head_layers', 'projection_dim', 'batch_size',
@@ -152,36 +152,10 @@ class Executor(base_executor.BaseExecutor):
                                         start_step=start_step)
     dist_data = iter(strategy.experimental_distribute_dataset(data))
 
-    def replica_step(view_a, view_b):
-      with tf.GradientTape() as tape:
-        z_a = head(encoder(view_a, training=True), training=True)
-        z_b = head(encoder(view_b, training=True), training=True)
-        negatives = queue[:queue_filled] if queue_size else None
-        loss = losses.nt_xent_loss(z_a, z_b, temperature, negatives=negatives)
-        scaled = loss / replicas  # gradients are summed over replicas
-        if float16:
-          scaled = optimizer.scale_loss(scaled)
-      grads = tape.gradient(scaled, variables)
-      if float16:  # for the logged norm only; apply_gradients unscales by itself
-        norm = tf.linalg.global_norm(grads) / optimizer.dynamic_scale
-      else:
-        norm = tf.linalg.global_norm(grads)
-      optimizer.apply_gradients(zip(grads, variables))
-      if queue_size:  # newest first; the oldest fall off the end
-        fresh = tf.math.l2_normalize(tf.stop_gradient(tf.cast(z_a, tf.float32)), axis=1)
-        queue.assign(tf.concat([fresh, queue[:queue_size - tf.shape(fresh)[0]]], axis=0))
-        queue_filled.assign(tf.minimum(queue_filled + tf.shape(fresh)[0], queue_size))
-      return loss, losses.contrastive_accuracy(z_a, z_b), norm * replicas
-
-    @tf.function(jit_compile=bool(hp['jit_compile']))
-    def compiled_step(view_a, view_b):
-      return replica_step(view_a, view_b)
-
-    @tf.function
-    def train_step(views):
-      loss, acc, gnorm = strategy.run(compiled_step, args=views)
-      mean = lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-      return mean(loss), mean(acc), mean(gnorm)
+    train_step = step_lib.make_train_step(
+        strategy, encoder, head, optimizer, variables, temperature, queue=queue,
+        queue_filled=queue_filled, queue_size=queue_size, float16=float16,
+        jit_compile=bool(hp['jit_compile']))
 
     monitor_every = int(exec_properties.get('knn_monitor_every_epochs') or 0) * steps_per_epoch
     knn_data = self._knn_data(train_uri, eval_uri, image_size) if monitor_every else None
