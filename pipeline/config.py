@@ -65,6 +65,7 @@ class PipelineConfig:
   weight_decay: float = 1e-6
   warmup_fraction: float = 0.1
   checkpoint_every_steps: int = 100
+  keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all (to probe along training)
   seed: int = 42
   negatives_queue_size: int = 0  # > 0: MoCo-style queue of past projections as extra negatives
   precision: str = 'float32'  # float32 | mixed_bfloat16 | mixed_float16
@@ -150,6 +151,7 @@ class PipelineConfig:
     need(0.0 <= self.bless_min_linear_top1 <= 1.0,
          f'bless_min_linear_top1 is a fraction in [0, 1], got {self.bless_min_linear_top1}')
     need(self.knn_k >= 1, 'knn_k must be >= 1')
+    need(self.keep_checkpoints >= 0, 'keep_checkpoints must be >= 0 (0 = keep all)')
     need(-1.0 <= self.bless_max_drop_vs_baseline <= 1.0,
          f'bless_max_drop_vs_baseline is a top-1 difference in [-1, 1], got '
          f'{self.bless_max_drop_vs_baseline}')
@@ -206,6 +208,20 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               'tflite_parity_images': 40, 'tflite_max_top1_drop': 0.1,
               'projection_dim': 16, 'width_multiplier': 0.25, 'checkpoint_every_steps': 2,
               'bless_min_linear_top1': 0.0, 'knn_k': 5},
+    # CIFAR-10-like photos (32 px, 10 classes, ~20,000 images) on a 2-core CPU in about 30
+    # minutes of pretraining: a half-width ResNet-18 (CIFAR stem) in bfloat16 at about 220
+    # images/s, 19 epochs of 19,000 images. Chosen for the budget: twice the depth of
+    # resnet_small at half its speed beats it at equal minutes; batch 256 gives 510 negatives;
+    # temperature 0.2 suits few epochs; colour strength 0.5 and no blur as in the SimCLR CIFAR
+    # recipe; flips, since photos are mirror-symmetric. See docs/benchmarks.md.
+    'cifar': {'backbone': 'resnet18', 'width_multiplier': 0.5, 'image_size': 32,
+              'batch_size': 256, 'epochs': 19, 'precision': 'mixed_bfloat16',
+              'optimizer': 'lars', 'learning_rate': 1.0, 'lr_scaling': 'linear',
+              'weight_decay': 1e-6, 'warmup_fraction': 0.05, 'temperature': 0.2,
+              'color_jitter_strength': 0.5, 'crop_scale_min': 0.2, 'hflip': True,
+              'eval_percent': 5, 'labelled_fraction': 0.1, 'knn_monitor_every_epochs': 5,
+              'checkpoint_every_steps': 148, 'keep_checkpoints': 0,
+              'bless_min_linear_top1': 0.3},
 }
 
 

@@ -81,7 +81,7 @@ def create_components(config: PipelineConfig) -> list:
       negatives_queue_size=config.negatives_queue_size, precision=config.precision,
       jit_compile=int(config.jit_compile),
       knn_monitor_every_epochs=config.knn_monitor_every_epochs,
-      checkpoint_root=where['checkpoints'])
+      checkpoint_root=where['checkpoints'], keep_checkpoints=config.keep_checkpoints)
   evaluator = LinearEvaluator(
       examples=ingest.outputs['examples'], model=trainer.outputs['model'],
       baseline_model=latest_blessed_model if config.bless_compare_with_baseline else None,

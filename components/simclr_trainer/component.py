@@ -30,6 +30,8 @@ class SimCLRTrainerSpec(types.ComponentSpec):
       'knn_monitor_every_epochs': ExecutionParameter(type=int),
       # Stable folder (not the execution's output URI) so a rerun finds its checkpoints.
       'checkpoint_root': ExecutionParameter(type=str),
+      # Checkpoints kept (newest first); 0 = all, e.g. to probe the encoder along training.
+      'keep_checkpoints': ExecutionParameter(type=int, optional=True),
   }
   INPUTS = {
       'transformed_examples': ChannelParameter(type=standard_artifacts.Examples),

@@ -20,6 +20,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import io_utils
 from components.dual_view_transform import dataset as dv_dataset, executor as transform_executor
 from components.linear_evaluator import probe
 from components.simclr_trainer import export, model as model_lib, optim, step as step_lib
@@ -30,6 +31,7 @@ HYPERPARAMETERS = ('backbone', 'width_multiplier', 'head_layers', 'projection_di
                    'lr_scaling', 'weight_decay', 'warmup_fraction', 'seed',
                    'negatives_queue_size', 'precision', 'jit_compile')
 _KNN_BANK, _KNN_QUERIES = 5000, 2000
+TIMELINE_FILE = 'timeline.json'
 
 
 def choose_strategy() -> tf.distribute.Strategy:
@@ -135,7 +137,14 @@ class Executor(base_executor.BaseExecutor):
     ckpt_dir = os.path.join(exec_properties['checkpoint_root'], fingerprint)
     checkpoint = tf.train.Checkpoint(encoder=encoder, head=head, optimizer=optimizer,
                                      step=step_var, queue=queue, queue_filled=queue_filled)
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
+    keep = exec_properties.get('keep_checkpoints')
+    keep = 2 if keep is None else int(keep)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=keep or None)
+    # Seconds of training at each checkpoint, kept across resumes: the quality benchmark plots
+    # probe accuracy against minutes of pretraining from it.
+    timeline_path = os.path.join(ckpt_dir, TIMELINE_FILE)
+    timeline = (io_utils.read_json(timeline_path) if tf.io.gfile.exists(timeline_path)
+                else {'checkpoints': {}, 'train_seconds': 0.0})
     warm_from = ''
     if manager.latest_checkpoint:
       checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -197,8 +206,13 @@ class Executor(base_executor.BaseExecutor):
         window_start = time.time()  # keep the monitor out of the images/s figure
       if done % int(exec_properties['checkpoint_every_steps']) == 0 or done == total_steps:
         manager.save(checkpoint_number=done)
+        timeline['checkpoints'][str(done)] = timeline['train_seconds'] + time.time() - started
+        io_utils.write_json(timeline_path, timeline)
     writer.flush()
     train_seconds = time.time() - started
+    if start_step < total_steps:
+      timeline['train_seconds'] += train_seconds
+      io_utils.write_json(timeline_path, timeline)
 
     serving_dir = path_utils.serving_model_path(model_artifact.uri)
     if hp['precision'] != 'float32':

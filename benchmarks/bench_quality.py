@@ -1,0 +1,242 @@
+"""Representation quality: linear-probe top-1 on CIFAR-10 test against minutes of pretraining.
+
+  make bench-quality     (about 35 minutes: the whole `--preset cifar` run, then the probes)
+  .venv/bin/python -m benchmarks.bench_quality --smoke    (a 2-minute version, for CI)
+
+1. Runs `simclr-tfx run --preset cifar --data-dir ../shared/datasets/cifar10/train` (labels
+   are not used by pretraining) into a fresh output folder and times it.
+2. Probe, as the target is stated: 200 labelled images per class from the train folder (10% of
+   its labels; per class the first 200 in sha256 order, so every machine picks the same ones),
+   a multinomial logistic regression on the encoder output h (L2 strength chosen on a held-out
+   20% of those labels), top-1 on the 5,000 images of ../shared/datasets/cifar10/test.
+3. The same probe on every kept checkpoint (restored into the encoder, fed the same
+   preprocessing as serving), against its minutes of pretraining; on raw pixels and on a
+   random-init encoder for context.
+Writes docs/benchmarks_quality.png and a table between the bench-quality markers of
+docs/benchmarks.md; the last output line is a JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import docs_section
+from components.dual_view_transform import augment
+from components.linear_evaluator import baselines, probe
+from components.simclr_trainer import model as model_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASETS = os.path.join(os.path.dirname(REPO), 'shared', 'datasets', 'cifar10')
+CURVE_PNG = os.path.join(REPO, 'docs', 'benchmarks_quality.png')
+ANCHORS = [
+    ('SimCLR ResNet-18 on CIFAR-10, 1000 GPU epochs (linear)', 0.91),
+    ('lightly SimCLR kNN after 200 GPU epochs', 0.85),
+    ('lightly on this machine, same 30-min budget, same probe', 0.454),
+]
+
+
+def labelled_files(folder: str, per_class: int):
+  """[(path, class index)]: per class (sorted sub-folder names), the first `per_class` files in
+  sha256 order of their bytes; all of them when per_class is 0."""
+  classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+  chosen = []
+  for index, name in enumerate(classes):
+    paths = sorted(glob.glob(os.path.join(folder, name, '*')))
+    if per_class:
+      digests = [(hashlib.sha256(open(p, 'rb').read()).hexdigest(), p) for p in paths]
+      paths = [p for _, p in sorted(digests)[:per_class]]
+    chosen += [(p, index) for p in paths]
+  return chosen, classes
+
+
+def read_bytes(files):
+  return [open(path, 'rb').read() for path, _ in files]
+
+
+def batches(items, size=500):
+  return [tf.constant(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def serving_embeddings(version_dir: str, images) -> np.ndarray:
+  serve = tf.saved_model.load(version_dir).signatures['serving_default']
+  return np.concatenate([serve(images=b)['embedding'].numpy() for b in batches(images)])
+
+
+def checkpoint_embeddings(checkpoint: str, backbone: str, width: float, image_size: int,
+                          pixels: np.ndarray, mean, std) -> np.ndarray:
+  """h of a training checkpoint, with serving's preprocessing (decode, resize, normalise)."""
+  encoder = model_lib.build_encoder(backbone, image_size, width)
+  tf.train.Checkpoint(encoder=encoder).restore(checkpoint).expect_partial()
+  x = augment.normalize(tf.constant(pixels), tf.reshape(mean, [1, 1, 1, 3]),
+                        tf.reshape(std, [1, 1, 1, 3]))
+  return np.concatenate([encoder(x[i:i + 500], training=False).numpy()
+                         for i in range(0, len(pixels), 500)])
+
+
+def run_pipeline(data_dir: str, out: str, preset: str, extra_sets) -> float:
+  command = [sys.executable, '-m', 'pipeline.cli', 'run', '--preset', preset, '--data-dir',
+             data_dir, '--output', out, '--summary-json', os.path.join(out, 'summary.json')]
+  for item in extra_sets:
+    command += ['--set', item]
+  print('running:', ' '.join(command), flush=True)
+  started = time.perf_counter()
+  subprocess.run(command, cwd=REPO, check=True)
+  return time.perf_counter() - started
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--preset', default='cifar')
+  parser.add_argument('--train-dir', default=os.path.join(DATASETS, 'train'))
+  parser.add_argument('--test-dir', default=os.path.join(DATASETS, 'test'))
+  parser.add_argument('--per-class', type=int, default=200, help='labelled images per class')
+  parser.add_argument('--output', default='', help='run folder (default: a fresh temp folder)')
+  parser.add_argument('--reuse', action='store_true', help='probe an existing --output run')
+  parser.add_argument('--smoke', action='store_true',
+                      help='CI version: a few steps, 20 labels and 100 test images per class')
+  parser.add_argument('--set', dest='set_args', action='append', default=[])
+  parser.add_argument('--no-doc', action='store_true')
+  args = parser.parse_args()
+  for folder in (args.train_dir, args.test_dir):
+    if not os.path.isdir(folder):
+      raise SystemExit(f'benchmark data not found: {folder} (see ../shared/datasets)')
+  out = args.output or tempfile.mkdtemp(prefix='bench_quality_')
+  extra = list(args.set_args)
+  per_class, test_per_class = args.per_class, 0
+  if args.smoke:
+    extra += ['train_steps=4', 'checkpoint_every_steps=2', 'knn_monitor_every_epochs=0',
+              'tflite_calibration_images=20', 'tflite_parity_images=40', 'max_bad_fraction=1']
+    per_class, test_per_class = 20, 100
+  wall = float('nan') if args.reuse else run_pipeline(args.train_dir, out, args.preset, extra)
+
+  from pipeline import lineage  # pylint: disable=g-import-not-at-top
+  summary = lineage.run_summary(os.path.join(out, 'metadata.sqlite'))
+  executions = {e['component']: e for e in lineage.run_executions(
+      lineage.open_store(os.path.join(out, 'metadata.sqlite')),
+      lineage.latest_run(lineage.open_store(os.path.join(out, 'metadata.sqlite'))))}
+  model = executions['SimCLRTrainer']['outputs']['model'][0]
+  graph = executions['DualViewTransform']['outputs']['transform_graph'][0]
+  props = model['properties']
+  image_size = int(props['image_size'])
+  mean = np.array(json.loads(graph['properties']['channel_mean']), np.float32)
+  std = np.array(json.loads(graph['properties']['channel_std']), np.float32)
+
+  train_files, classes = labelled_files(args.train_dir, per_class)
+  test_files, _ = labelled_files(args.test_dir, test_per_class)
+  train_y = np.array([c for _, c in train_files])
+  test_y = np.array([c for _, c in test_files])
+  train_bytes, test_bytes = read_bytes(train_files), read_bytes(test_files)
+  train_px = baselines.decoded_pixels(batches(train_bytes), image_size)
+  test_px = baselines.decoded_pixels(batches(test_bytes), image_size)
+
+  version_dir = summary['pushed_destination'] or os.path.join(
+      model['uri'], 'Format-Serving')
+  final_train = serving_embeddings(version_dir, train_bytes)
+  final_test = serving_embeddings(version_dir, test_bytes)
+  final = probe.linear_probe(final_train, train_y, final_test, test_y)
+  knn = probe.knn_top1(final_train, train_y, final_test, test_y, k=200)
+  raw = probe.linear_probe(train_px.reshape(len(train_px), -1), train_y,
+                           test_px.reshape(len(test_px), -1), test_y)
+  rand_train, rand_test = baselines.random_encoder_features(
+      [train_px, test_px], props['backbone'], image_size, float(props['width_multiplier']))
+  random_init = probe.linear_probe(rand_train, train_y, rand_test, test_y)
+
+  # The curve: every kept checkpoint, at its minutes since the trainer execution started.
+  ckpt_dir = os.path.join(out, 'pipeline_root', '_checkpoints', props['run_fingerprint'])
+  trainer_log = os.path.join(ckpt_dir, 'timeline.json')
+  timeline = json.load(open(trainer_log)) if os.path.isfile(trainer_log) else {}
+  curve = [(0.0, random_init['top1'], 0)]
+  for index in sorted(int(k) for k in timeline.get('checkpoints', {})):
+    path = os.path.join(ckpt_dir, f'ckpt-{index}')
+    if not tf.io.gfile.glob(path + '.index'):
+      continue
+    minutes = timeline['checkpoints'][str(index)] / 60
+    emb_train = checkpoint_embeddings(path, props['backbone'], float(props['width_multiplier']),
+                                      image_size, train_px, mean, std)
+    emb_test = checkpoint_embeddings(path, props['backbone'], float(props['width_multiplier']),
+                                     image_size, test_px, mean, std)
+    top1 = probe.linear_probe(emb_train, train_y, emb_test, test_y)['top1']
+    curve.append((minutes, top1, index))
+    print(f'checkpoint step {index} at {minutes:.1f} min: probe top-1 {top1:.4f}', flush=True)
+
+  train_minutes = timeline.get('train_seconds', float('nan')) / 60
+  result = {
+      'probe_top1': round(final['top1'], 4), 'knn_top1': round(knn, 4),
+      'raw_pixels_top1': round(raw['top1'], 4), 'random_init_top1': round(random_init['top1'], 4),
+      'pretrain_minutes': round(train_minutes, 1), 'run_minutes': round(wall / 60, 1),
+      'labels_per_class': per_class, 'num_test': int(len(test_y)), 'preset': args.preset,
+      'backbone': props['backbone'], 'width_multiplier': float(props['width_multiplier']),
+      'train_steps': int(props['train_steps']), 'output': out,
+      'curve': [{'minutes': round(m, 2), 'step': s, 'probe_top1': round(t, 4)}
+                for m, t, s in curve],
+  }
+  if not (args.no_doc or args.smoke):
+    write_doc(result)
+  print(json.dumps(result))
+
+
+def write_doc(result: dict) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  minutes = [p['minutes'] for p in result['curve']]
+  top1 = [100 * p['probe_top1'] for p in result['curve']]
+  ax.plot(minutes, top1, 'o-', label=f'simclr-tfx --preset {result["preset"]}')
+  ax.axhline(45.4, color='grey', ls='--', label='lightly, same budget and probe (45.4%)')
+  ax.axhline(100 * result['raw_pixels_top1'], color='grey', ls=':',
+             label=f'raw pixels ({100 * result["raw_pixels_top1"]:.1f}%)')
+  ax.set_xlabel('minutes of pretraining (2 CPU cores)')
+  ax.set_ylabel('linear probe top-1 on CIFAR-10 test (%)')
+  ax.set_title('200 labels per class; probe on the encoder output h')
+  ax.grid(alpha=0.3)
+  ax.legend(loc='lower right', fontsize=8)
+  fig.tight_layout()
+  fig.savefig(CURVE_PNG, dpi=100)
+  plt.close(fig)
+  lines = [
+      f'Measured {datetime.datetime.now():%Y-%m-%d %H:%M} on {os.cpu_count()} cores, '
+      f'{platform.processor() or platform.machine()}, TF {tf.__version__}; command: '
+      f'`make bench-quality`. Preset `{result["preset"]}`: {result["backbone"]} '
+      f'x{result["width_multiplier"]:g}, {result["train_steps"]} steps; pretraining '
+      f'{result["pretrain_minutes"]} min, whole run {result["run_minutes"]} min.',
+      '',
+      f'Probe: {result["labels_per_class"]} labelled train images per class, top-1 on the '
+      f'{result["num_test"]} test images.',
+      '',
+      '| minutes of pretraining | step | linear probe top-1 |',
+      '|---|---|---|',
+  ]
+  lines += [f'| {p["minutes"]:.1f} | {p["step"]} | {100 * p["probe_top1"]:.1f}% |'
+            for p in result['curve']]
+  lines += [
+      '',
+      '| encoder | linear probe top-1 |',
+      '|---|---|',
+      f'| simclr-tfx, final pushed model | **{100 * result["probe_top1"]:.1f}%** '
+      f'(weighted kNN k=200: {100 * result["knn_top1"]:.1f}%) |',
+      f'| random-init encoder, same architecture | {100 * result["random_init_top1"]:.1f}% |',
+      f'| raw pixels | {100 * result["raw_pixels_top1"]:.1f}% |',
+  ]
+  lines += [f'| anchor: {name} | {100 * value:.1f}% |' for name, value in ANCHORS]
+  lines += ['', '![probe top-1 against minutes of pretraining](benchmarks_quality.png)']
+  docs_section.write_section('bench-quality', 'Representation quality (issue: quality)', lines)
+
+
+if __name__ == '__main__':
+  main()
