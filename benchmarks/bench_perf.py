@@ -233,6 +233,10 @@ def write_doc(results: dict, command: str) -> None:
   inp = results['input']
   lines += [
       '',
+      'Losses: every simclr-tfx row of one backbone starts from the same weights and sees the '
+      'same views, so its precisions compare step for step. The baseline uses temperature 0.5, '
+      'so its loss values are not comparable with the others.',
+      '',
       '| input and orchestration | figure |',
       '|---|---|',
       f'| ImageIngest on cifar10/train (Beam DirectRunner, in-memory) | '

@@ -36,3 +36,31 @@ def test_analytic_flops_of_resnet18_cifar_match_the_published_count():
   head = model_lib.build_projection_head(encoder.output_shape[-1], 128, 2)
   per_image = bench_perf.train_flops_per_image(encoder, head)
   assert abs(per_image / 6.7e9 - 1) < 0.03  # x3 forward+backward, x2 views
+
+
+def test_bench_quality_smoke_on_a_cifar_subset(tmp_path):
+  """The quality benchmark end to end on 30 CIFAR-10 images per class (symlinked, not copied):
+  the preset runs, every kept checkpoint is probed, and the final checkpoint's probe equals the
+  pushed model's (the checkpoint path and the serving path preprocess alike)."""
+  import pytest
+  from tests.conftest import SHARED_DATASETS
+  source = os.path.join(SHARED_DATASETS, 'cifar10', 'train')
+  if not os.path.isdir(source):
+    pytest.skip(f'{source} is absent: the shared CIFAR-10 data set is needed')
+  subset = tmp_path / 'cifar_subset'
+  for name in sorted(os.listdir(source)):
+    (subset / name).mkdir(parents=True)
+    for file in sorted(os.listdir(os.path.join(source, name)))[:30]:
+      os.symlink(os.path.join(source, name, file), subset / name / file)
+  result = subprocess.run([sys.executable, '-m', 'benchmarks.bench_quality', '--smoke',
+                           '--train-dir', str(subset), '--output', str(tmp_path / 'run')],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary['preset'] == 'cifar' and summary['backbone'] == 'resnet18'
+  assert summary['labels_per_class'] == 20 and summary['num_test'] == 1000
+  steps = [point['step'] for point in summary['curve']]
+  assert steps == [0, 2, 4]  # random init, then every kept checkpoint of the 4 smoke steps
+  assert summary['curve'][-1]['probe_top1'] == summary['probe_top1']
+  for key in ('probe_top1', 'knn_top1', 'raw_pixels_top1', 'random_init_top1'):
+    assert 0.0 <= summary[key] <= 1.0

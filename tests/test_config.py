@@ -75,6 +75,12 @@ def test_config_files_yaml_and_json_then_set_wins(tmp_path):
 
 def test_presets():
   assert build_config(preset='smoke').train_steps > 0
+  from pipeline.config import PRESETS
+  for name in PRESETS:  # every preset is valid on its own and under --set overrides
+    build_config(preset=name, set_args=['seed=3'])
+  cifar = build_config(preset='cifar', set_args=['epochs=2'])
+  assert (cifar.backbone, cifar.width_multiplier, cifar.epochs) == ('resnet18', 0.5, 2)
+  assert cifar.hflip and cifar.precision == 'mixed_bfloat16' and cifar.keep_checkpoints == 0
   with pytest.raises(ConfigError, match='unknown preset'):
     build_config(preset='nope')
 
