@@ -6,10 +6,12 @@ is used by the product; it exists to be measured against it on the same data and
 """
 from __future__ import annotations
 
+# Keras 3, the same Keras as the product's model: `tf.keras` turns into Keras 2 (tf_keras) in a
+# process that has imported tensorflow_transform, which sets TF_USE_LEGACY_KERAS=1.
+import keras
 import numpy as np
 import tensorflow as tf
 
-keras = tf.keras
 layers = keras.layers
 
 

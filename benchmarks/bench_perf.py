@@ -36,6 +36,7 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import keras  # Keras 3, as the product's model (not tf.keras: see baseline_simclr.py)
 import numpy as np
 import tensorflow as tf
 
@@ -45,7 +46,6 @@ from components.simclr_trainer import executor as trainer_executor
 from components.simclr_trainer import model as model_lib, optim, step as step_lib
 from pipeline.config import PipelineConfig
 
-keras = tf.keras
 REPO = bench_input.REPO
 DEFAULT_DATA = bench_input.DEFAULT_DATA
 
@@ -74,6 +74,8 @@ def forward_flops(model: keras.Model) -> int:
   """Multiply-adds x 2 of every Conv2D and Dense layer for one input (batch norm, ReLU, adds and
   pooling are under 1% for ResNets and left out)."""
   total = 0
+  if not isinstance(model, keras.Model):
+    raise TypeError(f'forward_flops counts Keras 3 models; got {type(model)} (a tf_keras model?)')
   for layer in model.layers:
     if isinstance(layer, keras.Model):
       total += forward_flops(layer)
@@ -113,7 +115,7 @@ def bench_trainer(split_dir: str, num_records: int, backbone: str, width: float,
   strategy = tf.distribute.OneDeviceStrategy(device) if device else tf.distribute.get_strategy()
   # Same initial weights and the same views for every precision of a model, so their losses
   # after the same steps can be compared (does bfloat16 cost accuracy per step?).
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   with trainer_executor.precision_policy(precision), strategy.scope():
     encoder = model_lib.build_encoder(backbone, image_size, width)
     head = model_lib.build_projection_head(encoder.output_shape[-1], 128, 2)

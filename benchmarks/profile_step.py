@@ -16,6 +16,7 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import keras
 import tensorflow as tf
 
 from benchmarks import bench_perf, docs_section
@@ -37,7 +38,7 @@ def timed(fn, *args) -> float:
 
 
 def profile(precision: str) -> dict:
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   view_a = tf.random.uniform([BATCH, SIZE, SIZE, 3])
   view_b = tf.random.uniform([BATCH, SIZE, SIZE, 3])
   rows = {}

@@ -3,6 +3,7 @@ encoder of the same architecture. If SimCLR features do not beat these, the trai
 help, whatever the absolute accuracy says."""
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -25,7 +26,7 @@ def random_encoder_features(pixels_sets, backbone: str, image_size: int,
                             width_multiplier: float, seed: int = 0):
   """Embeddings of each array in `pixels_sets` by a freshly initialised encoder (seeded), with
   the inputs standardised per channel by the first set's statistics."""
-  tf.keras.utils.set_random_seed(seed)
+  keras.utils.set_random_seed(seed)
   encoder = model_lib.build_encoder(backbone, image_size, width_multiplier)
   reference = pixels_sets[0]
   mean = reference.mean(axis=(0, 1, 2), keepdims=True)
