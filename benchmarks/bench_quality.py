@@ -78,14 +78,18 @@ def serving_embeddings(version_dir: str, images) -> np.ndarray:
 
 
 def checkpoint_embeddings(checkpoint: str, backbone: str, width: float, image_size: int,
-                          pixels: np.ndarray, mean, std) -> np.ndarray:
-  """h of a training checkpoint, with serving's preprocessing (decode, resize, normalise)."""
+                          pixel_sets, mean, std) -> list:
+  """h of a training checkpoint for each array in `pixel_sets`, with serving's preprocessing
+  (decode, resize, normalise); the checkpoint is restored once for all of them."""
   encoder = model_lib.build_encoder(backbone, image_size, width)
   tf.train.Checkpoint(encoder=encoder).restore(checkpoint).expect_partial()
-  x = augment.normalize(tf.constant(pixels), tf.reshape(mean, [1, 1, 1, 3]),
-                        tf.reshape(std, [1, 1, 1, 3]))
-  return np.concatenate([encoder(x[i:i + 500], training=False).numpy()
-                         for i in range(0, len(pixels), 500)])
+  results = []
+  for pixels in pixel_sets:
+    x = augment.normalize(tf.constant(pixels), tf.reshape(mean, [1, 1, 1, 3]),
+                          tf.reshape(std, [1, 1, 1, 3]))
+    results.append(np.concatenate([encoder(x[i:i + 500], training=False).numpy()
+                                   for i in range(0, len(pixels), 500)]))
+  return results
 
 
 def run_pipeline(data_dir: str, out: str, preset: str, extra_sets) -> float:
@@ -125,10 +129,11 @@ def main() -> None:
   wall = float('nan') if args.reuse else run_pipeline(args.train_dir, out, args.preset, extra)
 
   from pipeline import lineage  # pylint: disable=g-import-not-at-top
-  summary = lineage.run_summary(os.path.join(out, 'metadata.sqlite'))
-  executions = {e['component']: e for e in lineage.run_executions(
-      lineage.open_store(os.path.join(out, 'metadata.sqlite')),
-      lineage.latest_run(lineage.open_store(os.path.join(out, 'metadata.sqlite'))))}
+  metadata_path = os.path.join(out, 'metadata.sqlite')
+  summary = lineage.run_summary(metadata_path)
+  store = lineage.open_store(metadata_path)
+  executions = {e['component']: e
+                for e in lineage.run_executions(store, lineage.latest_run(store))}
   model = executions['SimCLRTrainer']['outputs']['model'][0]
   graph = executions['DualViewTransform']['outputs']['transform_graph'][0]
   props = model['properties']
@@ -166,10 +171,9 @@ def main() -> None:
     if not tf.io.gfile.glob(path + '.index'):
       continue
     minutes = timeline['checkpoints'][str(index)] / 60
-    emb_train = checkpoint_embeddings(path, props['backbone'], float(props['width_multiplier']),
-                                      image_size, train_px, mean, std)
-    emb_test = checkpoint_embeddings(path, props['backbone'], float(props['width_multiplier']),
-                                     image_size, test_px, mean, std)
+    emb_train, emb_test = checkpoint_embeddings(
+        path, props['backbone'], float(props['width_multiplier']), image_size,
+        [train_px, test_px], mean, std)
     top1 = probe.linear_probe(emb_train, train_y, emb_test, test_y)['top1']
     curve.append((minutes, top1, index))
     print(f'checkpoint step {index} at {minutes:.1f} min: probe top-1 {top1:.4f}', flush=True)

@@ -5,6 +5,8 @@ from typing import Any
 
 import tensorflow as tf
 
+import schemas
+
 
 def write_json(path: str, value: Any) -> None:
   """Writes JSON through a temporary name and a rename, so readers never see half a file."""
@@ -25,3 +27,11 @@ def split_files(split_uri: str) -> list:
   if not files:
     raise FileNotFoundError(f'no TFRecord files (*.gz) in {split_uri}')
   return files
+
+
+def encoded_images(split_uri: str, limit: int) -> list:
+  """The first `limit` encoded images (`image/encoded` bytes) of one split of raw Examples."""
+  spec = {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+  data = (tf.data.TFRecordDataset(split_files(split_uri), compression_type='GZIP')
+          .map(lambda r: tf.io.parse_single_example(r, spec)[schemas.IMAGE_KEY]).take(limit))
+  return [x.numpy() for x in data]

@@ -19,20 +19,12 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-import schemas
 from components import io_utils
 from components.edge_export import tflite
 from components.linear_evaluator import executor as evaluator, probe
 from components.simclr_trainer import export
 
 PARITY_FILE = 'parity.json'
-
-
-def _encoded_images(split_uri: str, limit: int):
-  spec = {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
-  data = (tf.data.TFRecordDataset(io_utils.split_files(split_uri), compression_type='GZIP')
-          .map(lambda r: tf.io.parse_single_example(r, spec)[schemas.IMAGE_KEY]).take(limit))
-  return [x.numpy() for x in data]
 
 
 def _labelled_pixels(split_uri: str, image_size: int, limit: int):
@@ -64,7 +56,7 @@ class Executor(base_executor.BaseExecutor):
     train_uri = artifact_utils.get_split_uri([examples], 'train')
     eval_uri = artifact_utils.get_split_uri([examples], 'eval')
     calibration = tflite.decode_pixels(
-        _encoded_images(train_uri, int(exec_properties['calibration_images'])), image_size)
+        io_utils.encoded_images(train_uri, int(exec_properties['calibration_images'])), image_size)
     try:
       models = {'float32': tflite.convert(saved_model_dir),
                 'int8': tflite.convert(saved_model_dir, calibration)}
@@ -84,7 +76,8 @@ class Executor(base_executor.BaseExecutor):
     parity_limit = int(exec_properties['parity_images'])
     eval_pixels, eval_y = _labelled_pixels(eval_uri, image_size, parity_limit)
     if len(eval_pixels) == 0:  # no labels at all: parity on unlabelled eval images
-      eval_pixels = tflite.decode_pixels(_encoded_images(eval_uri, parity_limit), image_size)
+      eval_pixels = tflite.decode_pixels(io_utils.encoded_images(eval_uri, parity_limit),
+                                         image_size)
     reference = saved_model_embed(eval_pixels)
     results = {'image_size': image_size, 'num_parity_images': int(len(eval_pixels)),
                'num_calibration_images': int(len(calibration)), 'targets': targets}

@@ -9,12 +9,10 @@ from __future__ import annotations
 import logging
 import os
 
-import tensorflow as tf
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-import schemas
 from components import io_utils
 from components.edge_export import executor as edge_executor, tflite
 from components.pusher import push, serving_files
@@ -33,12 +31,10 @@ def sample_images(examples, count: int) -> list:
     if len(images) >= count:
       break
     try:
-      files = io_utils.split_files(artifact_utils.get_split_uri([examples], split))
+      images += io_utils.encoded_images(artifact_utils.get_split_uri([examples], split),
+                                        count - len(images))
     except (FileNotFoundError, ValueError):
       continue
-    spec = {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
-    data = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count - len(images))
-    images += [tf.io.parse_single_example(r, spec)[schemas.IMAGE_KEY].numpy() for r in data]
   return images
 
 
