@@ -67,6 +67,12 @@ def _read_images(paths):
   return images
 
 
+def _print_rows(paths, key, vectors) -> int:
+  """One JSON list of {'image': path, key: vector} on stdout."""
+  print(json.dumps([{'image': p, key: [float(x) for x in v]} for p, v in zip(paths, vectors)]))
+  return 0
+
+
 def cmd_embed(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -75,20 +81,14 @@ def cmd_embed(args) -> int:
     from components.edge_export import tflite  # pylint: disable=g-import-not-at-top
     encoder = tflite.TFLiteEncoder(args.tflite, num_threads=args.threads)
     pixels = tflite.decode_pixels(_read_images(args.images), encoder.image_size)
-    rows = [{'image': p, 'embedding': v.tolist()}
-            for p, v in zip(args.images, encoder.embed(pixels))]
-    print(json.dumps(rows))
-    return 0
+    return _print_rows(args.images, 'embedding', encoder.embed(pixels))
   if args.server:
     from pipeline import serving_client  # pylint: disable=g-import-not-at-top
     predict = (serving_client.grpc_predict if args.protocol == 'grpc'
                else serving_client.rest_predict)
     out = predict(args.server, args.model_name, _read_images(args.images),
                   version=args.version)
-    rows = [{'image': p, args.output_key: v.tolist()}
-            for p, v in zip(args.images, out[args.output_key])]
-    print(json.dumps(rows))
-    return 0
+    return _print_rows(args.images, args.output_key, out[args.output_key])
   if not args.model:
     raise ConfigError('embed needs --model DIR, --server HOST:PORT or --tflite FILE')
   model_dir = args.model
@@ -99,10 +99,7 @@ def cmd_embed(args) -> int:
     raise FileNotFoundError(f'no SavedModel (saved_model.pb) in {args.model} or its versions')
   serve = tf.saved_model.load(model_dir).signatures['serving_default']
   out = serve(images=tf.constant(_read_images(args.images)))
-  rows = [{'image': p, args.output_key: v.tolist()}
-          for p, v in zip(args.images, np.asarray(out[args.output_key]))]
-  print(json.dumps(rows))
-  return 0
+  return _print_rows(args.images, args.output_key, np.asarray(out[args.output_key]))
 
 
 def main(argv=None) -> int:
