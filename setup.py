@@ -12,7 +12,7 @@ setup(
     description='SimCLR self-supervised pretraining as a TFX pipeline with TF Serving push',
     python_requires='>=3.10,<3.13',
     packages=find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
-                                    'schemas', 'schemas.*']),
+                                    'schemas', 'schemas.*', 'simclr_tfx']),
     package_data={'schemas': ['*.pbtxt']},
     install_requires=['tfx>=1.21,<1.22', 'tensorflow-transform', 'apache-beam', 'ml-metadata',
                       'mlxtend', 'pillow', 'pyyaml', 'scikit-learn'],

@@ -8,6 +8,15 @@ import tensorflow as tf
 import schemas
 
 
+def make_output_dirs(output_dict) -> None:
+  """Creates each output artifact's folder. LocalDagRunner does this before an executor runs;
+  KFP's launcher does not (object stores have no folders), so on a cluster volume the executor
+  must."""
+  for artifacts in output_dict.values():
+    for artifact in artifacts:
+      tf.io.gfile.makedirs(artifact.uri)
+
+
 def write_json(path: str, value: Any) -> None:
   """Writes JSON through a temporary name and a rename, so readers never see half a file."""
   tmp = path + '.tmp'

@@ -42,10 +42,48 @@ def cmd_run(args) -> int:
 
 def cmd_lineage(args) -> int:
   from pipeline import lineage  # pylint: disable=g-import-not-at-top
-  store = lineage.open_store(os.path.join(args.output, 'metadata.sqlite'))
+  metadata_path = os.path.join(args.output, 'metadata.sqlite')
+  if args.data_fingerprint:
+    models = lineage.models_from_fingerprint(metadata_path, args.data_fingerprint)
+    if args.json:
+      print(json.dumps({'data_fingerprint': args.data_fingerprint, 'models': models}, indent=2,
+                       default=str))
+      return 0
+    print(f'models trained from data fingerprint {args.data_fingerprint}*:')
+    for m in models:
+      top1 = 'n/a' if m['linear_top1'] is None else f"{100 * float(m['linear_top1']):.1f}%"
+      pushed = ', '.join(str(v) for v in m['pushed_versions']) or 'not pushed'
+      print(f"  Model #{m['model_id']}  run {m['run']}  trainer #{m['trainer_execution_id']} "
+            f"{m['trainer_state']}  probe {top1}  blessed {m['blessed']}  versions {pushed}"
+            f"\n      {m['model_uri']}")
+    return 0
+  if args.run:
+    return _print_run(lineage, metadata_path, args.json)
+  chain = lineage.model_lineage(metadata_path, args.version)
+  if args.dot:
+    dot_text = lineage.to_dot(chain['graph'])
+    with open(args.dot, 'w', encoding='utf-8') as f:
+      f.write(dot_text)
+    print(f'lineage graph (DOT): {args.dot}', file=sys.stderr)
+    if args.png:
+      if lineage.render_png(dot_text, args.png):
+        print(f'lineage graph (PNG): {args.png}', file=sys.stderr)
+      else:
+        print('no PNG: graphviz `dot` is not installed (Debian: apt-get install graphviz)',
+              file=sys.stderr)
+  if args.json:
+    print(json.dumps(chain, indent=2, default=str))
+  else:
+    print(lineage.format_chain(chain))
+  return 0
+
+
+def _print_run(lineage, metadata_path: str, as_json: bool) -> int:
+  """Every execution of the latest run with its input and output artifacts."""
+  store = lineage.open_store(metadata_path)
   run = lineage.latest_run(store)
   executions = lineage.run_executions(store, run)
-  if args.json:
+  if as_json:
     print(json.dumps({'run_id': run.name, 'executions': executions}, indent=2, default=str))
     return 0
   print(f'run {run.name}')
@@ -56,6 +94,53 @@ def cmd_lineage(args) -> int:
         for a in artifacts:
           arrow = '<-' if side == 'inputs' else '->'
           print(f"    {arrow} {key}: {a['type']} #{a['id']} {a['uri']}")
+  return 0
+
+
+def cmd_compile(args) -> int:
+  config = _config_from(args)
+  from pipeline import kubeflow_runner  # pylint: disable=g-import-not-at-top
+  settings = kubeflow_runner.ClusterSettings(
+      image=args.image, pipeline_root=args.pipeline_root, serving_dir=args.serving_dir,
+      pvc=args.pvc, enable_cache=args.enable_cache).validate()
+  written = kubeflow_runner.compile_pipeline(config, settings, args.out_dir)
+  print(f"compiled for Kubeflow Pipelines: {written['package']} (KFP package to upload: "
+        f"simclr-tfx kfp-submit --package {written['package']} ...) and "
+        f"{written['pipeline_job']} (PipelineJob, Vertex AI format)")
+  return 0
+
+
+def cmd_kfp_local(args) -> int:
+  from pipeline import kfp_local  # pylint: disable=g-import-not-at-top
+  result = kfp_local.run_package(args.package, args.work_dir)
+  for name, task in result['tasks'].items():
+    print(f"{name:45s} {task['seconds']:7.1f}s")
+  print(f"run {result['run_id']}: artifacts under {result['pipeline_root']}")
+  return 0
+
+
+def cmd_report(args) -> int:
+  from pipeline import report  # pylint: disable=g-import-not-at-top
+  print(f'report written to {report.write_report(args.output, args.html)}')
+  return 0
+
+
+def cmd_kfp_submit(args) -> int:
+  from pipeline import kfp_submit  # pylint: disable=g-import-not-at-top
+  request = kfp_submit.SubmitRequest(
+      host=args.host, package=args.package, pipeline_name=args.pipeline_name,
+      experiment=args.experiment, cron=args.cron, once=args.once, run_name=args.run_name,
+      max_concurrency=args.max_concurrency, namespace=args.namespace,
+      version_name=args.version_name, replace_schedule=args.replace_schedule)
+  try:
+    result = kfp_submit.submit(request)
+  except kfp_submit.KfpSubmitError as e:  # the cluster's side: one line, no traceback
+    print(f'simclr-tfx: {e}', file=sys.stderr)
+    return 1
+  print(kfp_submit.format_result(result))
+  if args.result_json:
+    with open(args.result_json, 'w', encoding='utf-8') as f:
+      json.dump(result, f, indent=2)
   return 0
 
 
@@ -116,10 +201,77 @@ def main(argv=None) -> int:
   run.add_argument('--summary-json', help='also write the run summary to this JSON file')
   run.set_defaults(func=cmd_run)
 
-  lin = sub.add_parser('lineage', help="the latest run's executions and artifacts from MLMD")
+  lin = sub.add_parser('lineage', help='where a served model came from (default: the newest '
+                       'pushed version), or every model trained from a data fingerprint')
   lin.add_argument('--output', default='out', help='the OUT folder of a run')
+  lin.add_argument('--version', type=int, default=None, help='a pushed version (default: newest)')
+  lin.add_argument('--data-fingerprint', metavar='FP',
+                   help='forward: models trained from ingested data with this fingerprint '
+                   '(a prefix is enough)')
+  lin.add_argument('--run', action='store_true',
+                   help="the latest run's executions and artifacts instead")
   lin.add_argument('--json', action='store_true', help='machine-readable output')
+  lin.add_argument('--dot', metavar='FILE', help='also write the lineage graph as graphviz DOT')
+  lin.add_argument('--png', metavar='FILE', help='with --dot: render it (needs graphviz)')
   lin.set_defaults(func=cmd_lineage)
+
+  comp = sub.add_parser('compile', help='compile the DAG for Kubeflow Pipelines (KFP v2 spec)')
+  _add_config_args(comp)
+  comp.add_argument('--image', required=True,
+                    help='the pipeline image (infra/kubeflow/Dockerfile) in a registry')
+  comp.add_argument('--pipeline-root', required=True,
+                    help='artifact root as the task pods see it (shared volume path or URI)')
+  comp.add_argument('--serving-dir', default='',
+                    help='TF Serving model base folder (default: next to the pipeline root)')
+  comp.add_argument('--pvc', default='', metavar='NAME:/MOUNT/PATH',
+                    help='ReadWriteMany PersistentVolumeClaim mounted into every task')
+  comp.add_argument('--enable-cache', action='store_true',
+                    help="KFP's task cache (off by default: scheduled runs must re-ingest)")
+  comp.add_argument('--out-dir', default='kfp', help='where the compiled files go (default kfp)')
+  comp.set_defaults(func=cmd_compile)
+
+  kl = sub.add_parser('kfp-local', help='run a compiled KFP package here, task by task, '
+                      "through TFX's Kubeflow V2 container entrypoint (no cluster)")
+  kl.add_argument('package', help='the .yaml written by `simclr-tfx compile`')
+  kl.add_argument('--work-dir', required=True, help='executor outputs and, unless the '
+                  'package names one, the pipeline root')
+  kl.set_defaults(func=cmd_kfp_local)
+
+  rep = sub.add_parser('report', help="one self-contained HTML page about the latest run: "
+                       'lineage graph, metrics, training curves, plots')
+  rep.add_argument('--output', default='out', help='the OUT folder of a run')
+  rep.add_argument('--html', default=None, help='where to write the page '
+                   '(default: OUT/report.html)')
+  rep.set_defaults(func=cmd_report)
+
+  ks = sub.add_parser('kfp-submit', help='upload a compiled package to a Kubeflow Pipelines '
+                      'cluster and schedule it (recurring run) or run it once')
+  ks.add_argument('--host', required=True,
+                  help='KFP API endpoint, e.g. http://localhost:8080 (a port-forward of '
+                  'svc/ml-pipeline-ui) or https://KUBEFLOW/pipeline')
+  ks.add_argument('--package', required=True, help='the .yaml written by `simclr-tfx compile`')
+  ks.add_argument('--pipeline-name', default='',
+                  help="pipeline name on the cluster (default: the package's pipeline name); "
+                  'an existing pipeline of that name gets a new version')
+  ks.add_argument('--version-name', default='',
+                  help='name of the uploaded version (default: NAME-UTCTIME-SHA256[:8])')
+  ks.add_argument('--experiment', default='simclr-tfx',
+                  help='experiment, created if missing (default simclr-tfx)')
+  when = ks.add_mutually_exclusive_group()
+  when.add_argument('--cron', default=None,
+                    help='KFP cron, 6 fields with seconds first (default "0 0 3 * * *": daily '
+                    "at 03:00 in the scheduler's time zone, UTC unless configured)")
+  when.add_argument('--once', action='store_true', help='one run now instead of a schedule')
+  ks.add_argument('--run-name', default='',
+                  help='recurring run / run name (default NAME-schedule / NAME-VERSION)')
+  ks.add_argument('--max-concurrency', type=int, default=1,
+                  help='scheduled runs allowed at once, 1..10 (default 1)')
+  ks.add_argument('--namespace', default='', help='profile namespace (multi-user Kubeflow)')
+  ks.add_argument('--replace-schedule', action='store_true',
+                  help='disable the enabled recurring runs of the same name in the experiment '
+                  'once the new one exists')
+  ks.add_argument('--result-json', help='also write what was created to this JSON file')
+  ks.set_defaults(func=cmd_kfp_submit)
 
   emb = sub.add_parser('embed', help='embeddings of image files from a pushed model, a TF '
                        'Serving server or a TFLite file')
@@ -166,8 +318,9 @@ def main(argv=None) -> int:
 def _describe(error: Exception) -> str:
   from pipeline import run_lock  # pylint: disable=g-import-not-at-top
   from pipeline import serving_client  # pylint: disable=g-import-not-at-top
+  from pipeline import kfp_local  # pylint: disable=g-import-not-at-top
   known = (FileNotFoundError, LookupError, run_lock.RunLockedError, run_lock.OutputFolderError,
-           serving_client.ServingError)
+           serving_client.ServingError, kfp_local.TaskFailed)
   try:
     from components.image_ingest.images import IngestError  # pylint: disable=g-import-not-at-top
     known += (IngestError,)

@@ -71,6 +71,9 @@ class PipelineConfig:
   precision: str = 'float32'  # float32 | mixed_bfloat16 | mixed_float16
   jit_compile: bool = False  # XLA for the train step
   knn_monitor_every_epochs: int = 1  # kNN top-1 on labelled eval data in TensorBoard; 0 = off
+  # auto | default | mirrored | multi_worker_mirrored (auto: TF_CONFIG -> multi-worker, several
+  # local GPUs -> mirrored, else one device).
+  distribution_strategy: str = 'auto'
   warm_start: bool = False  # start from the latest blessed encoder of this pipeline, if any
 
   # --- evaluation and blessing ---------------------------------------------------------------
@@ -144,6 +147,9 @@ class PipelineConfig:
     need(self.temperature > 0, f'temperature must be > 0, got {self.temperature}')
     need(self.optimizer in OPTIMIZERS,
          f'optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}')
+    need(self.distribution_strategy in STRATEGIES,
+         f'distribution_strategy must be one of {list(STRATEGIES)}, '
+         f'got {self.distribution_strategy!r}')
     need(self.learning_rate > 0, f'learning_rate must be > 0, got {self.learning_rate}')
     need(self.weight_decay >= 0, 'weight_decay must be >= 0')
     need(0 <= self.warmup_fraction < 1, 'warmup_fraction must be in [0, 1)')
@@ -195,6 +201,7 @@ class PipelineConfig:
 
 BACKBONES = ('resnet_small', 'resnet18', 'resnet34', 'resnet50')
 OPTIMIZERS = ('lars', 'sgd', 'adamw')
+STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker_mirrored')
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 
 # Named presets: partial overrides applied on top of the defaults (before --config / --set).

@@ -28,8 +28,14 @@ from components.simclr_trainer.component import SimCLRTrainer
 from pipeline.config import PipelineConfig
 
 
+def _absolute(path: str) -> str:
+  """Local paths are made absolute (components run in other working folders); URIs such as
+  gs://bucket/root are left alone."""
+  return path if '://' in path else os.path.abspath(path)
+
+
 def paths(config: PipelineConfig) -> dict:
-  out = os.path.abspath(config.output_dir)
+  out = _absolute(config.output_dir)
   return {
       'output': out,
       'metadata': os.path.join(out, 'metadata.sqlite'),
@@ -39,12 +45,17 @@ def paths(config: PipelineConfig) -> dict:
   }
 
 
-def create_components(config: PipelineConfig) -> list:
-  where = paths(config)
-  data_dir = os.path.abspath(config.data_dir)
-  manifest = os.path.abspath(config.manifest) if config.manifest else ''
+def create_components(config: PipelineConfig, where: dict | None = None,
+                      listing_fingerprint: bool = True) -> list:
+  """The nodes of the DAG. `where` overrides paths(config) (a cluster's pipeline root and
+  serving folder); listing_fingerprint=False leaves the ingest's cache key free of the data
+  folder's listing, for a compile machine that cannot see the data (Kubeflow)."""
+  where = where or paths(config)
+  data_dir = _absolute(config.data_dir)
+  manifest = _absolute(config.manifest) if config.manifest else ''
+  fingerprint = images.source_fingerprint(data_dir, manifest) if listing_fingerprint else ''
   ingest = ImageIngest(data_dir=data_dir, eval_percent=config.eval_percent,
-                       source_fingerprint=images.source_fingerprint(data_dir, manifest),
+                       source_fingerprint=fingerprint,
                        min_side=config.min_side, max_pixels=config.max_pixels,
                        max_bad_fraction=config.max_bad_fraction,
                        labelled_fraction=config.labelled_fraction,
@@ -81,7 +92,8 @@ def create_components(config: PipelineConfig) -> list:
       negatives_queue_size=config.negatives_queue_size, precision=config.precision,
       jit_compile=int(config.jit_compile),
       knn_monitor_every_epochs=config.knn_monitor_every_epochs,
-      checkpoint_root=where['checkpoints'], keep_checkpoints=config.keep_checkpoints)
+      checkpoint_root=where['checkpoints'], keep_checkpoints=config.keep_checkpoints,
+      distribution_strategy=config.distribution_strategy)
   evaluator = LinearEvaluator(
       examples=ingest.outputs['examples'], model=trainer.outputs['model'],
       baseline_model=latest_blessed_model if config.bless_compare_with_baseline else None,

@@ -7,7 +7,7 @@ import time
 from typing import Any, Dict
 
 from pipeline import demo_data, lineage, run_lock
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, build_config
 from pipeline.pipeline import create_pipeline, paths
 
 ENGINES = ('local', 'beam')
@@ -22,6 +22,18 @@ def resolve_data_dir(config: PipelineConfig) -> PipelineConfig:
   logging.info('no --data-dir given: using the embedded MNIST demo data in %s', demo_dir)
   demo_data.write_demo_dataset(demo_dir)
   return dataclasses.replace(config, data_dir=demo_dir)
+
+
+def config_from_environment(demo_if_no_data: bool = True) -> PipelineConfig:
+  """The config of pipeline/local_runner.py and kubeflow_runner.py (for `tfx pipeline create`):
+  SIMCLR_TFX_CONFIG, SIMCLR_TFX_PRESET, SIMCLR_TFX_DATA_DIR, SIMCLR_TFX_OUTPUT, SIMCLR_TFX_SET."""
+  set_args = [p for p in os.environ.get('SIMCLR_TFX_SET', '').split(';') if p.strip()]
+  config = build_config(
+      preset=os.environ.get('SIMCLR_TFX_PRESET') or None,
+      config_file=os.environ.get('SIMCLR_TFX_CONFIG') or None, set_args=set_args,
+      data_dir=os.environ.get('SIMCLR_TFX_DATA_DIR') or None,
+      output_dir=os.environ.get('SIMCLR_TFX_OUTPUT') or None)
+  return resolve_data_dir(config) if demo_if_no_data else config
 
 
 def run_pipeline(config: PipelineConfig, engine: str = 'local') -> Dict[str, Any]:
@@ -72,6 +84,7 @@ def format_summary(summary: Dict[str, Any]) -> str:
       f"engine, {summary['wall_seconds']}s)",
       f"executions    {states}",
       f"lineage       simclr-tfx lineage --output {os.path.dirname(summary['metadata'])}",
+      f"report        simclr-tfx report --output {os.path.dirname(summary['metadata'])}",
       '=' * 67,
   ]
   return '\n'.join(lines)

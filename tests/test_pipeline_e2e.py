@@ -230,8 +230,9 @@ def test_cli_run_prints_the_summary(mnist_subset, tmp_path):
   with open(tmp_path / 's.json') as f:
     summary = json.load(f)
   assert summary['pushed'] and os.path.isdir(summary['pushed_destination'])
-  lineage_out = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'lineage', '--output',
-                                str(tmp_path / 'cli'), '--json'], cwd=repo, capture_output=True,
+  lineage_out = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'lineage', '--run',
+                                '--output', str(tmp_path / 'cli'), '--json'], cwd=repo,
+                               capture_output=True,
                                text=True, timeout=300)
   assert lineage_out.returncode == 0, lineage_out.stderr[-2000:]
   assert len(json.loads(lineage_out.stdout)['executions']) == len(NODES)

@@ -37,6 +37,7 @@ def read_policy(transform_graph_uri: str) -> dict:
 class Executor(base_beam_executor.BaseBeamExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
+    io_utils.make_output_dirs(output_dict)
     started = time.time()
     image_size = int(exec_properties['image_size'])
     policy = json.loads(exec_properties['augmentation_policy'])

@@ -38,6 +38,7 @@ def _labelled_pixels(split_uri: str, image_size: int, limit: int):
 class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
+    io_utils.make_output_dirs(output_dict)
     started = time.time()
     model = artifact_utils.get_single_instance(input_dict['model'])
     examples = artifact_utils.get_single_instance(input_dict['examples'])

@@ -145,6 +145,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
   """Reads, validates, de-duplicates and splits a folder of images."""
 
   def Do(self, input_dict, output_dict, exec_properties):
+    io_utils.make_output_dirs(output_dict)
     started = time.time()
     data_dir = exec_properties['data_dir']
     eval_percent = int(exec_properties['eval_percent'])

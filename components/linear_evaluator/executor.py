@@ -71,6 +71,7 @@ def load_serving_fn(model_uri: str):
 class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
+    io_utils.make_output_dirs(output_dict)
     started = time.time()
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     model = artifact_utils.get_single_instance(input_dict['model'])

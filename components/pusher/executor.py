@@ -41,6 +41,7 @@ def sample_images(examples, count: int) -> list:
 class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
+    io_utils.make_output_dirs(output_dict)
     model = artifact_utils.get_single_instance(input_dict['model'])
     blessing = artifact_utils.get_single_instance(input_dict['model_blessing'])
     pushed = artifact_utils.get_single_instance(output_dict['pushed_model'])

@@ -32,6 +32,9 @@ class SimCLRTrainerSpec(types.ComponentSpec):
       'checkpoint_root': ExecutionParameter(type=str),
       # Checkpoints kept (newest first); 0 = all, e.g. to probe the encoder along training.
       'keep_checkpoints': ExecutionParameter(type=int, optional=True),
+      # auto | default | mirrored | multi_worker_mirrored: how the step is replicated, a runtime
+      # choice rather than a hyper-parameter (the loss is the same on any replica count).
+      'distribution_strategy': ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       'transformed_examples': ChannelParameter(type=standard_artifacts.Examples),

@@ -34,12 +34,21 @@ _KNN_BANK, _KNN_QUERIES = 5000, 2000
 TIMELINE_FILE = 'timeline.json'
 
 
-def choose_strategy() -> tf.distribute.Strategy:
-  """MultiWorkerMirrored from TF_CONFIG; Mirrored over several local devices; else default."""
-  if 'TF_CONFIG' in os.environ:
+STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker_mirrored')
+
+
+def choose_strategy(name: str = 'auto') -> tf.distribute.Strategy:
+  """'auto': MultiWorkerMirrored when TF_CONFIG names a cluster (a Kubeflow TFJob/PyTorchJob
+  style multi-worker pod set), Mirrored over several local GPUs/CPUs, else the default
+  strategy. The other names force one choice, e.g. 'default' on a shared node."""
+  if name not in STRATEGIES:
+    raise ValueError(f'distribution_strategy must be one of {STRATEGIES}, got {name!r}')
+  if name == 'multi_worker_mirrored' or (name == 'auto' and 'TF_CONFIG' in os.environ):
     return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == 'default':
+    return tf.distribute.get_strategy()
   devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')
-  if len(devices) > 1:
+  if name == 'mirrored' or len(devices) > 1:
     return tf.distribute.MirroredStrategy([d.name for d in devices])
   return tf.distribute.get_strategy()
 
@@ -84,6 +93,7 @@ def warm_start(encoder, head, base_model_uri: str) -> str:
 class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
+    io_utils.make_output_dirs(output_dict)
     hp = {k: exec_properties[k] for k in HYPERPARAMETERS}
     with precision_policy(hp['precision']):
       self._train(input_dict, output_dict, exec_properties, hp)
@@ -108,7 +118,7 @@ class Executor(base_executor.BaseExecutor):
     total_steps = int(hp['train_steps']) or int(hp['epochs']) * steps_per_epoch
     queue_size = int(hp['negatives_queue_size'])
 
-    strategy = choose_strategy()
+    strategy = choose_strategy(exec_properties.get('distribution_strategy') or 'auto')
     replicas = strategy.num_replicas_in_sync
     if queue_size and replicas > 1:
       raise ValueError('negatives_queue_size > 0 is supported on one replica only; with several '
