@@ -381,29 +381,29 @@ def _props_of(step, type_suffix: str) -> Dict[str, Any]:
   return {}
 
 
+# Per step: the output artifact type whose properties describe it, and the one-line description.
+_FACTS = {
+    'ImageIngest': ('Examples', lambda r, params: (
+        f"source {r.get('source_dir', params.get('data_dir'))}, data fingerprint "
+        f"{str(r.get('data_fingerprint', ''))[:16]}, {r.get('num_examples')} images "
+        f"({r.get('num_train')} train / {r.get('num_eval')} eval), "
+        f"{r.get('num_quarantined')} quarantined, {r.get('num_duplicates')} duplicates")),
+    'DualViewTransform': ('TransformGraph', lambda g, _: (
+        f"image_size {g.get('image_size')}, channel mean {g.get('channel_mean')}")),
+    'SimCLRTrainer': ('Model', lambda m, _: (
+        f"{m.get('backbone')} x{m.get('width_multiplier')}, {m.get('train_steps')} steps, "
+        f"final loss {m.get('final_loss')}, run fingerprint {m.get('run_fingerprint')}")),
+    'EdgeExport': ('EdgeModel', lambda e, _: f"int8 {e.get('int8_reason')}"),
+    'LinearEvaluator': ('ModelEvaluation', lambda ev, _: (
+        f"linear top-1 {ev.get('linear_top1')}, kNN {ev.get('knn_top1')}; "
+        f"{ev.get('blessing_reason')}")),
+    'Pusher': ('PushedModel', lambda p, _: (
+        f"version {p.get('pushed_version')} -> {p.get('pushed_destination')}")),
+}
+
+
 def _step_facts(step: Dict[str, Any]) -> str:
-  name, params = step['component'], step['parameters']
-  if name == 'ImageIngest':
-    r = _props_of(step, 'Examples')
-    return (f"source {r.get('source_dir', params.get('data_dir'))}, data fingerprint "
-            f"{str(r.get('data_fingerprint', ''))[:16]}, {r.get('num_examples')} images "
-            f"({r.get('num_train')} train / {r.get('num_eval')} eval), "
-            f"{r.get('num_quarantined')} quarantined, {r.get('num_duplicates')} duplicates")
-  if name == 'DualViewTransform':
-    g = _props_of(step, 'TransformGraph')
-    return f"image_size {g.get('image_size')}, channel mean {g.get('channel_mean')}"
-  if name == 'SimCLRTrainer':
-    m = _props_of(step, 'Model')
-    return (f"{m.get('backbone')} x{m.get('width_multiplier')}, {m.get('train_steps')} steps, "
-            f"final loss {m.get('final_loss')}, run fingerprint {m.get('run_fingerprint')}")
-  if name == 'EdgeExport':
-    e = _props_of(step, 'EdgeModel')
-    return f"int8 {e.get('int8_reason')}"
-  if name == 'LinearEvaluator':
-    ev = _props_of(step, 'ModelEvaluation')
-    return (f"linear top-1 {ev.get('linear_top1')}, kNN {ev.get('knn_top1')}; "
-            f"{ev.get('blessing_reason')}")
-  if name == 'Pusher':
-    p = _props_of(step, 'PushedModel')
-    return f"version {p.get('pushed_version')} -> {p.get('pushed_destination')}"
-  return ''
+  if step['component'] not in _FACTS:
+    return ''
+  type_suffix, describe = _FACTS[step['component']]
+  return describe(_props_of(step, type_suffix), step['parameters'])

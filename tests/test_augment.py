@@ -31,6 +31,14 @@ def test_output_size_can_differ_from_input():
   assert view.shape == (16, 24, 24, 3)
 
 
+def test_training_crops_can_be_smaller_than_the_served_size():
+  config = PipelineConfig(image_size=24, train_crop_size=16)
+  assert config.augmentation_policy()['crop_size'] == 16
+  view_a, view_b = augment.two_views(images(), config.augmentation_policy(), tf.constant([1, 2]))
+  assert view_a.shape == view_b.shape == (16, 16, 16, 3)
+  assert PipelineConfig(image_size=24).augmentation_policy()['crop_size'] == 24
+
+
 def test_deterministic_under_seed_and_varies_with_seed():
   x = images()
   first = augment.simclr_view(x, policy(), tf.constant([5, 6]))

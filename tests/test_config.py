@@ -81,6 +81,8 @@ def test_presets():
   cifar = build_config(preset='cifar', set_args=['epochs=2'])
   assert (cifar.backbone, cifar.width_multiplier, cifar.epochs) == ('resnet18', 0.5, 2)
   assert cifar.hflip and cifar.precision == 'mixed_bfloat16' and cifar.keep_checkpoints == 0
+  with pytest.raises(ConfigError, match='train_crop_size'):
+    build_config(set_args=['image_size=32', 'train_crop_size=40'])
   with pytest.raises(ConfigError, match='unknown preset'):
     build_config(preset='nope')
 

@@ -46,3 +46,16 @@ def test_projection_head_depth_and_output(layers, dense):
 def test_unknown_backbone_is_named():
   with pytest.raises(ValueError, match="unknown backbone 'vgg'"):
     model.build_encoder('vgg', 32)
+
+
+def test_an_encoder_trained_on_small_crops_serves_at_the_full_size():
+  """train_crop_size: the trainer's encoder takes any input side; its weights, copied into the
+  fixed-size model that is exported, give the same embeddings at image_size."""
+  flexible = model.build_encoder('resnet_small', 32, 0.5, any_input_size=True)
+  assert flexible(np.zeros((2, 24, 24, 3), np.float32)).shape == (2, 64)
+  fixed = model.build_encoder('resnet_small', 32, 0.5)
+  fixed.set_weights(flexible.get_weights())
+  x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_allclose(fixed(x, training=False), flexible(x, training=False), atol=1e-5)
+  with pytest.raises(ValueError):
+    fixed(np.zeros((1, 24, 24, 3), np.float32))

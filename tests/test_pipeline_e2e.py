@@ -198,8 +198,9 @@ def test_second_identical_run_is_cached_and_pushes_nothing_new(local_run):
 
 def test_beam_engine_labelled_fraction_and_an_unblessed_model_is_not_pushed(mnist_subset,
                                                                             tmp_path):
+  # Also: training on 12 px crops of the 16 px images (train_crop_size), served at 16 px.
   config = smoke_config(mnist_subset, tmp_path / 'beam_run', bless_min_linear_top1=1.0,
-                        labelled_fraction=0.1)
+                        labelled_fraction=0.1, train_crop_size=12)
   summary = runner.run_pipeline(config, engine='beam')
   # The probe saw only the class-balanced 10% of train labels that ImageIngest flagged.
   report_path, = glob.glob(os.path.join(config.output_dir, 'pipeline_root', 'ImageIngest',
@@ -212,6 +213,12 @@ def test_beam_engine_labelled_fraction_and_an_unblessed_model_is_not_pushed(mnis
   assert states == {c: 'COMPLETE' for c in NODES}
   assert summary['pushed'] is False
   assert 'threshold' in summary['push_reason']
+  model_dir, = glob.glob(os.path.join(config.output_dir, 'pipeline_root', 'SimCLRTrainer',
+                                      'model', '*', 'Format-Serving'))
+  import tensorflow as tf
+  serve = tf.saved_model.load(model_dir).signatures['serving_default']
+  digit = sorted(glob.glob(os.path.join(mnist_subset, '3', '*.png')))[0]
+  assert serve(images=tf.constant([open(digit, 'rb').read()]))['embedding'].shape[0] == 1
   serving = os.path.join(config.output_dir, 'serving')
   assert not glob.glob(os.path.join(serving, '*', '[0-9]*'))
 

@@ -65,3 +65,33 @@ def test_balanced_subset_takes_the_fraction_of_every_class_deterministically():
 def test_bless_decision(top1, baseline, max_drop, blessed, phrase):
   decision, reason = probe.bless_decision(top1, 0.5, baseline, max_drop, 'uri://base')
   assert decision is blessed and phrase in reason
+
+
+def test_augmented_views_are_mirrors_and_shifted_crops_of_the_image():
+  rng = np.random.default_rng(1)
+  pixels = rng.integers(0, 255, size=(6, 12, 12, 3)).astype(np.float32)
+  views = probe.augmented_views(pixels, copies=3, pad=2, seed=0)
+  assert len(views) == 4 and all(v.shape == pixels.shape for v in views)
+  np.testing.assert_array_equal(views[0], pixels[:, :, ::-1])
+  padded = np.pad(pixels, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
+  for view in views[1:]:
+    for i in range(len(pixels)):  # each copy is a window of the padded image, maybe mirrored
+      found = any(np.array_equal(candidate, padded[i, y:y + 12, x:x + 12])
+                  for y in range(5) for x in range(5)
+                  for candidate in (view[i], view[i, :, ::-1]))
+      assert found
+
+
+def test_the_augmented_probe_holds_out_whole_images_when_picking_c():
+  """With copies of each image, a row-wise hold-out would score C on copies of fitted images."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(100, 5))
+  y = rng.integers(0, 2, 100)
+  copies = [x + 0.01 * rng.normal(size=x.shape) for _ in range(3)]
+  groups = np.tile(np.arange(100), 3)
+  fitted = probe.LinearProbe(np.concatenate(copies), np.tile(y, 3), groups=groups)
+  held_out = set(groups[fitted.validation_rows])
+  assert len(held_out) == 20 and len(fitted.validation_rows) == 60
+  assert not held_out & set(groups[fitted.fit_rows])
+  result = probe.augmented_linear_probe(copies, y, [x, x], y)
+  assert result['train_views'] == 3 and result['eval_views'] == 2 and 0 <= result['top1'] <= 1

@@ -160,7 +160,7 @@ def simclr_view(images: tf.Tensor, policy: Dict[str, Any], seed: tf.Tensor) -> t
   solarize (p).
   """
   seeds = _seeds(seed, 6)
-  size = int(policy['image_size'])
+  size = int(policy.get('crop_size') or policy['image_size'])  # the trainer's crop side
   crop = policy['random_resized_crop']
   x = random_resized_crop(images, size, tuple(crop['scale']), tuple(crop['ratio']),
                           seed=seeds[0])

@@ -19,13 +19,20 @@ class LinearProbe:
   """Multinomial logistic regression on standardised features. The L2 strength (1/C) is picked
   on a held-out 20% of the labelled training data, then the probe is refitted on all of it."""
 
-  def __init__(self, train_x: np.ndarray, train_y: np.ndarray, seed: int = 0):
+  def __init__(self, train_x: np.ndarray, train_y: np.ndarray, seed: int = 0,
+               groups: Optional[np.ndarray] = None):
+    """groups: the source image of each row when rows are augmented copies; the held-out 20%
+    is drawn by image, so no copy of a held-out image is fitted on."""
     self.scaler = StandardScaler().fit(train_x)
     tx = self.scaler.transform(train_x)
     self.C = C_GRID[len(C_GRID) // 2]
-    order = np.random.default_rng(seed).permutation(len(tx))
-    n_val = len(tx) // 5
-    val, fit = order[:n_val], order[n_val:]
+    groups = np.arange(len(tx)) if groups is None else np.asarray(groups)
+    unique = np.unique(groups)
+    held = np.random.default_rng(seed).permutation(unique)[:len(unique) // 5]
+    in_val = np.isin(groups, held)
+    val, fit = np.flatnonzero(in_val), np.flatnonzero(~in_val)
+    self.validation_rows, self.fit_rows = val, fit
+    n_val = len(held)
     if n_val >= 10 and len(np.unique(train_y[fit])) > 1:
       scores = {c: _fit(tx[fit], train_y[fit], c).score(tx[val], train_y[val]) for c in C_GRID}
       self.C = max(C_GRID, key=lambda c: (scores[c], -c))
@@ -37,6 +44,37 @@ class LinearProbe:
 
   def predict_proba(self, x: np.ndarray) -> np.ndarray:
     return self.classifier.predict_proba(self.scaler.transform(x))
+
+
+def augmented_views(pixels: np.ndarray, copies: int, pad: int = 4, seed: int = 0) -> list:
+  """The probe's training augmentation, as in SimCLR's linear evaluation (random crop and
+  horizontal flip): the mirror image, then `copies` random crops of the image padded by `pad`
+  pixels (reflect), each mirrored with probability 1/2. pixels: [n, H, W, C]."""
+  rng = np.random.default_rng(seed)
+  n, height, width, _ = pixels.shape
+  padded = np.pad(pixels, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+  views = [pixels[:, :, ::-1]]
+  for _ in range(copies):
+    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
+    flip = rng.random(n) < 0.5
+    view = np.stack([padded[i, dy[i]:dy[i] + height, dx[i]:dx[i] + width] for i in range(n)])
+    view[flip] = view[flip, :, ::-1]
+    views.append(view)
+  return views
+
+
+def augmented_linear_probe(train_views: list, train_y: np.ndarray, eval_views: list,
+                           eval_y: np.ndarray, seed: int = 0) -> Dict[str, float]:
+  """A linear probe fitted on the features of every training view (the first is the plain
+  image), scored on the mean class probability over the eval views (plain and mirrored)."""
+  n = len(train_y)
+  x = np.concatenate(train_views)
+  fitted = LinearProbe(x, np.tile(train_y, len(train_views)), seed,
+                       groups=np.tile(np.arange(n), len(train_views)))
+  proba = sum(fitted.predict_proba(v) for v in eval_views)
+  top1 = float(np.mean(fitted.classes[np.argmax(proba, axis=1)] == eval_y))
+  return {'top1': top1, 'C': fitted.C, 'train_views': len(train_views),
+          'eval_views': len(eval_views)}
 
 
 def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, seed: int = 0):

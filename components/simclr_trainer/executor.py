@@ -109,6 +109,7 @@ class Executor(base_executor.BaseExecutor):
 
     policy = transform_executor.read_policy(transform_graph_uri)
     image_size = int(policy['image_size'])
+    crop_size = int(policy.get('crop_size') or image_size)
     batch_size = int(hp['batch_size'])
     num_train = dv_dataset.count_records(train_uri)
     steps_per_epoch = num_train // batch_size
@@ -129,7 +130,8 @@ class Executor(base_executor.BaseExecutor):
     float16 = hp['precision'] == 'mixed_float16'
     with strategy.scope():
       encoder = model_lib.build_encoder(hp['backbone'], image_size, float(hp['width_multiplier']),
-                                        sync_batch_norm=replicas > 1)
+                                        sync_batch_norm=replicas > 1,
+                                        any_input_size=crop_size != image_size)
       head = model_lib.build_projection_head(encoder.output_shape[-1], int(hp['projection_dim']),
                                              int(hp['head_layers']), sync_batch_norm=replicas > 1)
       schedule = optim.WarmupCosine(peak_lr, warmup_steps, total_steps)
@@ -182,9 +184,9 @@ class Executor(base_executor.BaseExecutor):
     writer = tf.summary.create_file_writer(model_run.uri)
     log_every = max(1, min(50, total_steps // 20))
     logging.info('SimCLRTrainer: %d train images, batch %d, %d steps (%.1f epochs) on %d '
-                 'replica(s), %s, peak lr %.4g, checkpoints in %s', num_train, batch_size,
-                 total_steps, total_steps / steps_per_epoch, replicas, hp['precision'], peak_lr,
-                 ckpt_dir)
+                 'replica(s), %s, %d px crops (served at %d px), peak lr %.4g, checkpoints in %s',
+                 num_train, batch_size, total_steps, total_steps / steps_per_epoch, replicas,
+                 hp['precision'], crop_size, image_size, peak_lr, ckpt_dir)
     window_start, window_steps, started = time.time(), 0, time.time()
     loss = acc = gnorm = tf.constant(float('nan'))
     knn = None
@@ -226,7 +228,8 @@ class Executor(base_executor.BaseExecutor):
       io_utils.write_json(timeline_path, timeline)
 
     serving_dir = path_utils.serving_model_path(model_artifact.uri)
-    if hp['precision'] != 'float32':
+    if hp['precision'] != 'float32' or crop_size != image_size:
+      # float32 compute, and the fixed image_size input that serving and TFLite expect.
       encoder, head = self._float32_copies(encoder, head, hp, image_size)
     module = export.EncoderServingModule(encoder, head, tft.TFTransformOutput(transform_graph_uri),
                                          image_size)

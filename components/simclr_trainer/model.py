@@ -60,10 +60,13 @@ def _bottleneck_block(x, channels: int, stride: int, name: str, bn):
 
 
 def build_encoder(backbone: str, image_size: int, width_multiplier: float = 1.0,
-                  cifar_stem: bool | None = None, sync_batch_norm: bool = False) -> keras.Model:
+                  cifar_stem: bool | None = None, sync_batch_norm: bool = False,
+                  any_input_size: bool = False) -> keras.Model:
   """ResNet v1 (basic blocks for 18/34 and the small default, bottlenecks for 50). The CIFAR
   stem (3x3 stride 1, no max-pool) is used for images of 64 px and below unless `cifar_stem`
-  says otherwise. `sync_batch_norm` computes BN statistics over all replicas."""
+  says otherwise. `sync_batch_norm` computes BN statistics over all replicas. any_input_size:
+  square inputs of any side (training on crops smaller than image_size); the weights are the
+  same as those of the fixed-size model."""
   if backbone not in _ARCHS:
     raise ValueError(f'unknown backbone {backbone!r}; choose from {sorted(_ARCHS)}')
   bn = _bn_factory(sync_batch_norm)
@@ -72,7 +75,8 @@ def build_encoder(backbone: str, image_size: int, width_multiplier: float = 1.0,
   channels = [max(8, int(round(c * width_multiplier))) for c in channels]
   if cifar_stem is None:
     cifar_stem = image_size <= 64
-  inputs = keras.Input((image_size, image_size, 3), name='image')
+  side = None if any_input_size else image_size
+  inputs = keras.Input((side, side, 3), name='image')
   if cifar_stem:
     x = layers.Conv2D(channels[0], 3, 1, padding='same', use_bias=False, name='stem_conv')(inputs)
   else:
