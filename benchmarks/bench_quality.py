@@ -47,6 +47,7 @@ from components.simclr_trainer import model as model_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = os.path.join(os.path.dirname(REPO), 'shared', 'datasets', 'cifar10')
 CURVE_PNG = os.path.join(REPO, 'docs', 'benchmarks_quality.png')
+WALL_FILE = 'bench_quality_wall.json'  # the timed run's wall clock, read back by --reuse
 ANCHORS = [
     ('SimCLR ResNet-18 on CIFAR-10, 1000 GPU epochs (linear)', 0.91),
     ('lightly SimCLR kNN after 200 GPU epochs', 0.85),
@@ -129,7 +130,19 @@ def run_pipeline(data_dir: str, out: str, preset: str, extra_sets) -> float:
   print('running:', ' '.join(command), flush=True)
   started = time.perf_counter()
   subprocess.run(command, cwd=REPO, check=True)
-  return time.perf_counter() - started
+  wall = time.perf_counter() - started
+  with open(os.path.join(out, WALL_FILE), 'w', encoding='utf-8') as f:
+    json.dump({'run_seconds': wall}, f)
+  return wall
+
+
+def recorded_wall(out: str) -> float:
+  """The whole-run seconds a previous bench run recorded in `out` (for --reuse)."""
+  path = os.path.join(out, WALL_FILE)
+  if not os.path.isfile(path):
+    return float('nan')
+  with open(path, encoding='utf-8') as f:
+    return float(json.load(f)['run_seconds'])
 
 
 def main() -> None:
@@ -155,7 +168,8 @@ def main() -> None:
     extra += ['train_steps=4', 'checkpoint_every_steps=2', 'knn_monitor_every_epochs=0',
               'tflite_calibration_images=20', 'tflite_parity_images=40', 'max_bad_fraction=1']
     per_class, test_per_class = 20, 100
-  wall = float('nan') if args.reuse else run_pipeline(args.train_dir, out, args.preset, extra)
+  wall = recorded_wall(out) if args.reuse else run_pipeline(args.train_dir, out, args.preset,
+                                                              extra)
 
   from pipeline import lineage  # pylint: disable=g-import-not-at-top
   metadata_path = os.path.join(out, 'metadata.sqlite')
