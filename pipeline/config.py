@@ -11,6 +11,8 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional
 
+from components.simclr_trainer.hardware import PRECISIONS
+
 
 class ConfigError(ValueError):
   """A configuration value is unknown, of the wrong type or out of range."""
@@ -62,6 +64,10 @@ class PipelineConfig:
   batch_size: int = 128
   epochs: int = 10
   train_steps: int = 0  # > 0 overrides epochs
+  # > 0: pretraining fits in this many minutes on the machine that trains. After the first 23
+  # steps the measured pace fixes the step count (at most epochs' worth) and the schedule's
+  # warmup and decay to it; a slower stretch later stops training at the budget.
+  train_minutes: float = 0.0
   temperature: float = 0.2
   optimizer: str = 'lars'  # lars | sgd | adamw
   learning_rate: float = 1.0  # base rate, scaled by lr_scaling
@@ -72,7 +78,9 @@ class PipelineConfig:
   keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all (to probe along training)
   seed: int = 42
   negatives_queue_size: int = 0  # > 0: MoCo-style queue of past projections as extra negatives
-  precision: str = 'float32'  # float32 | mixed_bfloat16 | mixed_float16
+  # float32 | mixed_bfloat16 | mixed_float16 | auto: bf16 where the CPU or GPU has it, else
+  # float16 on older tensor-core GPUs, else float32 (resolved on the machine that trains).
+  precision: str = 'float32'
   jit_compile: bool = False  # XLA for the train step
   knn_monitor_every_epochs: int = 1  # kNN top-1 on labelled eval data in TensorBoard; 0 = off
   # auto | default | mirrored | multi_worker_mirrored (auto: TF_CONFIG -> multi-worker, several
@@ -151,6 +159,8 @@ class PipelineConfig:
          f'got {self.batch_size}')
     need(self.epochs >= 1 or self.train_steps >= 1, 'set epochs >= 1 or train_steps >= 1')
     need(self.train_steps >= 0, f'train_steps must be >= 0, got {self.train_steps}')
+    need(self.train_minutes >= 0,
+         f'train_minutes must be >= 0 (0 = no time budget), got {self.train_minutes}')
     need(self.temperature > 0, f'temperature must be > 0, got {self.temperature}')
     need(self.optimizer in OPTIMIZERS,
          f'optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}')
@@ -210,7 +220,6 @@ class PipelineConfig:
 BACKBONES = ('resnet_small', 'resnet18', 'resnet34', 'resnet50')
 OPTIMIZERS = ('lars', 'sgd', 'adamw')
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker_mirrored')
-PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 
 # Named presets: partial overrides applied on top of the defaults (before --config / --set).
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -224,31 +233,34 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               'projection_dim': 16, 'width_multiplier': 0.25, 'checkpoint_every_steps': 2,
               'bless_min_linear_top1': 0.0, 'knn_k': 5},
     # Any folder of small photos, a first look in minutes on a CPU: the demo's small ResNet in
-    # bfloat16 (about 430 images/s here), with the photo augmentations.
+    # bfloat16 where the CPU has it (about 430 images/s on a 2-core CPU with native bf16), with
+    # the photo augmentations.
     'cpu-quick': {'backbone': 'resnet_small', 'image_size': 32, 'batch_size': 256,
-                  'epochs': 15, 'precision': 'mixed_bfloat16', 'temperature': 0.2,
+                  'epochs': 15, 'precision': 'auto', 'temperature': 0.2,
                   'color_jitter_strength': 0.5, 'hflip': True, 'knn_monitor_every_epochs': 5},
     # Larger natural photos (96 px; a GPU or many cores): the SimCLR paper's ImageNet recipe,
     # scaled down: ResNet-18, standard stem, crops down to 8% of the image, colour strength 1,
     # blur on, temperature 0.1, LARS 0.3 x batch/256, 100 epochs. Not tuned on this machine,
     # which has no such data set; a starting point, stated as such in the README.
     'imagenet-like': {'backbone': 'resnet18', 'image_size': 96, 'batch_size': 256,
-                      'epochs': 100, 'precision': 'mixed_bfloat16', 'temperature': 0.1,
+                      'epochs': 100, 'precision': 'auto', 'temperature': 0.1,
                       'learning_rate': 0.3, 'lr_scaling': 'linear', 'crop_scale_min': 0.08,
                       'color_jitter_strength': 1.0, 'hflip': True, 'warmup_fraction': 0.1,
                       'head_layers': 2, 'knn_monitor_every_epochs': 10},
     # CIFAR-10-like photos (32 px, 10 classes, ~20,000 images) on a 2-core CPU in under 30
-    # minutes of pretraining: a half-width ResNet-18 (CIFAR stem) in bfloat16. Chosen for the
-    # budget (docs/benchmarks.md has the measurements): twice the depth of resnet_small at half
-    # its speed beats it at equal minutes; training crops of 24 px (served at 32) run at about
-    # 370 images/s against 220, so 32 epochs fit where 19 did (benchmarks/recipe_proxy.py:
-    # 8 epochs of 24 px crops 49.8% vs 5 epochs of 32 px 46.2%, 13.0 vs 11.1 min under the same
-    # load); temperature 0.1 beat 0.2 and 0.5 at 5 epochs (48.7%, 46.2%, 43.7%); batch 256
-    # gives 510 negatives; colour strength 0.5 and no blur as in the SimCLR CIFAR recipe; flips,
-    # since photos are mirror-symmetric.
+    # minutes of pretraining: a half-width ResNet-18 (CIFAR stem), bf16 where the CPU has it
+    # (precision auto), and a 28-minute time budget that caps the 32 epochs. On a 2-core CPU
+    # with native bf16 all 32 fit (370 images/s); on an AVX2-only 2-core EPYC about 7 do
+    # (float32, 71 images/s: bf16 is emulated there, 8x slower). Chosen for the budget
+    # (docs/benchmarks.md has the measurements): twice the depth of resnet_small at half its
+    # speed beats it at equal minutes; training crops of 24 px (served at 32) run 1.7x faster
+    # than 32 px (benchmarks/recipe_proxy.py: 8 epochs of 24 px crops 49.8% vs 5 epochs of
+    # 32 px 46.2%, 13.0 vs 11.1 min under the same load); temperature 0.1 beat 0.2 and 0.5 at 5
+    # epochs (48.7%, 46.2%, 43.7%); batch 256 gives 510 negatives; colour strength 0.5 and no
+    # blur as in the SimCLR CIFAR recipe; flips, since photos are mirror-symmetric.
     'cifar': {'backbone': 'resnet18', 'width_multiplier': 0.5, 'image_size': 32,
-              'train_crop_size': 24, 'batch_size': 256, 'epochs': 32,
-              'precision': 'mixed_bfloat16', 'optimizer': 'lars', 'learning_rate': 1.0,
+              'train_crop_size': 24, 'batch_size': 256, 'epochs': 32, 'train_minutes': 28,
+              'precision': 'auto', 'optimizer': 'lars', 'learning_rate': 1.0,
               'lr_scaling': 'linear', 'weight_decay': 1e-6, 'warmup_fraction': 0.05,
               'temperature': 0.1, 'color_jitter_strength': 0.5, 'crop_scale_min': 0.2,
               'hflip': True, 'eval_percent': 5, 'labelled_fraction': 0.1,

@@ -80,7 +80,10 @@ def test_presets():
     build_config(preset=name, set_args=['seed=3'])
   cifar = build_config(preset='cifar', set_args=['epochs=2'])
   assert (cifar.backbone, cifar.width_multiplier, cifar.epochs) == ('resnet18', 0.5, 2)
-  assert cifar.hflip and cifar.precision == 'mixed_bfloat16' and cifar.keep_checkpoints == 0
+  assert cifar.hflip and cifar.precision == 'auto' and cifar.keep_checkpoints == 0
+  assert cifar.train_minutes == 28  # the 30-minute pretraining budget, on any CPU
+  with pytest.raises(ConfigError, match='train_minutes must be >= 0'):
+    build_config(set_args=['train_minutes=-1'])
   with pytest.raises(ConfigError, match='train_crop_size'):
     build_config(set_args=['image_size=32', 'train_crop_size=40'])
   with pytest.raises(ConfigError, match='unknown preset'):

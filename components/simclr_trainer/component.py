@@ -16,6 +16,8 @@ class SimCLRTrainerSpec(types.ComponentSpec):
       'batch_size': ExecutionParameter(type=int),
       'epochs': ExecutionParameter(type=int),
       'train_steps': ExecutionParameter(type=int),
+      # > 0: pretraining fits in this many minutes (the step count is set from the measured pace).
+      'train_minutes': ExecutionParameter(type=float),
       'temperature': ExecutionParameter(type=float),
       'optimizer': ExecutionParameter(type=str),
       'learning_rate': ExecutionParameter(type=float),

@@ -23,15 +23,18 @@ from tfx.utils import path_utils
 from components import io_utils
 from components.dual_view_transform import dataset as dv_dataset, executor as transform_executor
 from components.linear_evaluator import probe
-from components.simclr_trainer import export, model as model_lib, optim, step as step_lib
+from components.simclr_trainer import export, hardware, model as model_lib, optim, step as step_lib
 
 # Parameters that change what is trained (everything but where checkpoints go and monitoring).
 HYPERPARAMETERS = ('backbone', 'width_multiplier', 'head_layers', 'projection_dim', 'batch_size',
                    'epochs', 'train_steps', 'temperature', 'optimizer', 'learning_rate',
                    'lr_scaling', 'weight_decay', 'warmup_fraction', 'seed',
-                   'negatives_queue_size', 'precision', 'jit_compile')
+                   'negatives_queue_size', 'precision', 'jit_compile', 'train_minutes')
 _KNN_BANK, _KNN_QUERIES = 5000, 2000
 TIMELINE_FILE = 'timeline.json'
+# A time budget measures the pace over these steps (after the first, which traces the step)
+# and then fixes the step count, so the schedule still warms up and decays to 0 in the budget.
+_PACE_FROM_STEP, _PACE_STEPS = 3, 20
 
 
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker_mirrored')
@@ -95,10 +98,13 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict, output_dict, exec_properties):
     io_utils.make_output_dirs(output_dict)
     hp = {k: exec_properties[k] for k in HYPERPARAMETERS}
-    with precision_policy(hp['precision']):
-      self._train(input_dict, output_dict, exec_properties, hp)
+    # hp keeps the configured value ('auto' included) for the fingerprint: a resume on another
+    # machine finds the same checkpoints, which load under any policy (variables are float32).
+    precision = hardware.training_precision(hp['precision'])
+    with precision_policy(precision):
+      self._train(input_dict, output_dict, exec_properties, hp, precision)
 
-  def _train(self, input_dict, output_dict, exec_properties, hp):
+  def _train(self, input_dict, output_dict, exec_properties, hp, precision):
     transform_graph_uri = artifact_utils.get_single_uri(input_dict['transform_graph'])
     examples = artifact_utils.get_single_instance(input_dict['transformed_examples'])
     train_uri = artifact_utils.get_split_uri([examples], 'train')
@@ -127,14 +133,17 @@ class Executor(base_executor.BaseExecutor):
     peak_lr = optim.scaled_learning_rate(float(hp['learning_rate']), batch_size,
                                          hp['lr_scaling'])
     warmup_steps = int(round(float(hp['warmup_fraction']) * total_steps))
-    float16 = hp['precision'] == 'mixed_float16'
+    float16 = precision == 'mixed_float16'
     with strategy.scope():
       encoder = model_lib.build_encoder(hp['backbone'], image_size, float(hp['width_multiplier']),
                                         sync_batch_norm=replicas > 1,
                                         any_input_size=crop_size != image_size)
       head = model_lib.build_projection_head(encoder.output_shape[-1], int(hp['projection_dim']),
                                              int(hp['head_layers']), sync_batch_norm=replicas > 1)
-      schedule = optim.WarmupCosine(peak_lr, warmup_steps, total_steps)
+      # Variables: a time budget (train_minutes) shortens the schedule once the pace is known.
+      schedule_warmup = tf.Variable(float(warmup_steps), trainable=False, name='warmup_steps')
+      schedule_total = tf.Variable(float(total_steps), trainable=False, name='total_steps')
+      schedule = optim.WarmupCosine(peak_lr, schedule_warmup, schedule_total)
       optimizer = optim.build_optimizer(hp['optimizer'], schedule, float(hp['weight_decay']),
                                         loss_scale=float16)
       variables = encoder.trainable_variables + head.trainable_variables
@@ -168,6 +177,13 @@ class Executor(base_executor.BaseExecutor):
       logging.info('SimCLRTrainer: warm start from the latest blessed model %s', warm_from)
     start_step = int(step_var)
     temperature = float(hp['temperature'])
+    budget_seconds = float(hp.get('train_minutes') or 0.0) * 60
+    if budget_seconds and timeline.get('planned_steps'):  # a resumed time-budget run keeps its plan
+      total_steps = int(timeline['planned_steps'])
+      schedule_total.assign(float(total_steps))
+      schedule_warmup.assign(float(timeline['planned_warmup_steps']))
+    plan_at = (start_step + _PACE_FROM_STEP + _PACE_STEPS
+               if budget_seconds and not timeline.get('planned_steps') else None)
 
     data = dv_dataset.dual_view_dataset(train_uri, policy, batch_size, int(hp['seed']),
                                         start_step=start_step)
@@ -186,15 +202,33 @@ class Executor(base_executor.BaseExecutor):
     logging.info('SimCLRTrainer: %d train images, batch %d, %d steps (%.1f epochs) on %d '
                  'replica(s), %s, %d px crops (served at %d px), peak lr %.4g, checkpoints in %s',
                  num_train, batch_size, total_steps, total_steps / steps_per_epoch, replicas,
-                 hp['precision'], crop_size, image_size, peak_lr, ckpt_dir)
+                 precision, crop_size, image_size, peak_lr, ckpt_dir)
     window_start, window_steps, started = time.time(), 0, time.time()
     loss = acc = gnorm = tf.constant(float('nan'))
     knn = None
-    for step in range(start_step, total_steps):
+    pace_started = None
+    step = start_step
+    while step < total_steps:
       loss, acc, gnorm = train_step(next(dist_data))
-      step_var.assign(step + 1)
+      step += 1
+      step_var.assign(step)
       window_steps += 1
-      done = step + 1
+      done = step
+      if done == start_step + _PACE_FROM_STEP:
+        pace_started = time.time()
+      if done == plan_at and done < total_steps:
+        total_steps = self._plan_time_budget(
+            done, total_steps, budget_seconds - (timeline['train_seconds'] + time.time() - started),
+            (time.time() - pace_started) / _PACE_STEPS, float(hp['warmup_fraction']),
+            schedule_warmup, schedule_total, steps_per_epoch, timeline, timeline_path)
+        log_every = max(1, min(50, total_steps // 20))
+      spent = timeline['train_seconds'] + time.time() - started
+      out_of_time = bool(budget_seconds) and spent >= budget_seconds and done < total_steps
+      if out_of_time:  # slower than planned (a busy machine): stop at the budget, as promised
+        logging.warning('SimCLRTrainer: time budget of %.1f min spent at step %d of %d; '
+                        'stopping there (the learning rate had not decayed to 0)',
+                        budget_seconds / 60, done, total_steps)
+        total_steps = done
       if done % log_every == 0 or done == total_steps:
         elapsed = time.time() - window_start
         rate = window_steps * batch_size / max(elapsed, 1e-9)
@@ -228,7 +262,7 @@ class Executor(base_executor.BaseExecutor):
       io_utils.write_json(timeline_path, timeline)
 
     serving_dir = path_utils.serving_model_path(model_artifact.uri)
-    if hp['precision'] != 'float32' or crop_size != image_size:
+    if precision != 'float32' or crop_size != image_size:
       # float32 compute, and the fixed image_size input that serving and TFLite expect.
       encoder, head = self._float32_copies(encoder, head, hp, image_size)
     module = export.EncoderServingModule(encoder, head, tft.TFTransformOutput(transform_graph_uri),
@@ -241,6 +275,7 @@ class Executor(base_executor.BaseExecutor):
       artifact.set_int_custom_property('train_steps', total_steps)
       artifact.set_int_custom_property('resumed_from_step', start_step)
       artifact.set_string_custom_property('warm_started_from', warm_from)
+      artifact.set_string_custom_property('precision', precision)
     model_artifact.set_int_custom_property('embedding_dim', int(encoder.output_shape[-1]))
     model_artifact.set_int_custom_property('projection_dim', int(hp['projection_dim']))
     model_artifact.set_int_custom_property('image_size', image_size)
@@ -252,6 +287,25 @@ class Executor(base_executor.BaseExecutor):
     model_run.set_string_custom_property('tensorboard_logdir', model_run.uri)
     logging.info('SimCLRTrainer: done in %.1fs, final loss %.4f; SavedModel at %s; TensorBoard: '
                  'tensorboard --logdir %s', train_seconds, final_loss, serving_dir, model_run.uri)
+
+  @staticmethod
+  def _plan_time_budget(done, total_steps, seconds_left, seconds_per_step, warmup_fraction,
+                        schedule_warmup, schedule_total, steps_per_epoch, timeline,
+                        timeline_path) -> int:
+    """Fits the step count (and the schedule) to the time budget at the measured pace, and
+    records the plan so that a resume keeps it."""
+    planned = optim.steps_within_budget(done, total_steps, seconds_left, seconds_per_step)
+    warmup = float(round(warmup_fraction * planned))
+    schedule_total.assign(float(planned))
+    schedule_warmup.assign(warmup)
+    timeline.update(planned_steps=planned, planned_warmup_steps=warmup)
+    tf.io.gfile.makedirs(os.path.dirname(timeline_path))  # before the first checkpoint
+    io_utils.write_json(timeline_path, timeline)
+    logging.info('SimCLRTrainer: time budget: %.2f s/step measured over %d steps, %.1f min '
+                 'left: %d steps (%.1f epochs)%s', seconds_per_step, _PACE_STEPS,
+                 seconds_left / 60, planned, planned / steps_per_epoch,
+                 '' if planned < total_steps else ' = all the configured epochs')
+    return planned
 
   @staticmethod
   def _float32_copies(encoder, head, hp, image_size):

@@ -23,28 +23,29 @@ def scaled_learning_rate(base: float, batch_size: int, rule: str = 'linear') -> 
   raise ValueError(f'unknown learning-rate scaling rule {rule!r}')
 
 
-def warmup_cosine(step, peak: float, warmup_steps: int, total_steps: int):
-  """Learning rate at `step` (a number or a tensor): 0 -> peak linearly, then cosine to 0."""
+def warmup_cosine(step, peak: float, warmup_steps, total_steps):
+  """Learning rate at `step` (a number or a tensor): 0 -> peak linearly, then cosine to 0.
+  warmup_steps and total_steps may be variables: a time budget sets them after the first steps."""
   step = ops.cast(step, 'float32')
-  warmup = float(max(warmup_steps, 0))
-  total = float(max(total_steps, 1))
-  warm = peak * step / max(warmup, 1.0)
-  progress = ops.clip((step - warmup) / max(total - warmup, 1.0), 0.0, 1.0)
+  warmup = ops.maximum(ops.cast(warmup_steps, 'float32'), 0.0)
+  total = ops.maximum(ops.cast(total_steps, 'float32'), 1.0)
+  warm = peak * step / ops.maximum(warmup, 1.0)
+  progress = ops.clip((step - warmup) / ops.maximum(total - warmup, 1.0), 0.0, 1.0)
   cosine = 0.5 * peak * (1.0 + ops.cos(math.pi * progress))
   return ops.where(step < warmup, warm, cosine)
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
-  def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+  def __init__(self, peak: float, warmup_steps, total_steps):
     self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
 
   def __call__(self, step):
     return warmup_cosine(step, self.peak, self.warmup_steps, self.total_steps)
 
   def get_config(self):
-    return {'peak': self.peak, 'warmup_steps': self.warmup_steps,
-            'total_steps': self.total_steps}
+    return {'peak': self.peak, 'warmup_steps': int(ops.convert_to_numpy(self.warmup_steps)),
+            'total_steps': int(ops.convert_to_numpy(self.total_steps))}
 
 
 def is_excluded_from_decay(variable) -> bool:
@@ -103,3 +104,12 @@ def build_optimizer(name: str, schedule, weight_decay: float, loss_scale: bool =
   else:
     raise ValueError(f'unknown optimizer {name!r}')
   return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
+
+
+def steps_within_budget(done: int, planned_total: int, seconds_left: float,
+                        seconds_per_step: float, margin: float = 0.95) -> int:
+  """A time budget's step count: the steps done plus what `margin` of the seconds left buys at
+  the measured pace (the rest is for checkpoints and the kNN monitor), capped by the epochs'
+  `planned_total`, and at least one more step."""
+  affordable = int(max(seconds_left, 0.0) * margin / max(seconds_per_step, 1e-9))
+  return max(done + 1, min(planned_total, done + affordable))

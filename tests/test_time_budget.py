@@ -1,0 +1,43 @@
+"""train_minutes: the trainer measures its pace, fits the step count to the budget and keeps it."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+from pipeline import lineage
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUDGET_MINUTES, EPOCH_STEPS = 0.5, 100_000
+
+
+def test_time_budget_fits_the_steps_and_records_the_plan(mnist_subset, tmp_path):
+  out = str(tmp_path / 'out')
+  command = [sys.executable, '-m', 'pipeline.cli', 'run', '--data-dir', mnist_subset,
+             '--output', out, '--preset', 'smoke', '--set', f'train_steps={EPOCH_STEPS}',
+             '--set', f'train_minutes={BUDGET_MINUTES}', '--set', 'checkpoint_every_steps=50',
+             '--set', 'precision=auto']
+  run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stderr[-3000:]
+  log = run.stdout + run.stderr
+  assert re.search(r'SimCLRTrainer: training in (float32|mixed_bfloat16) \(auto: ', log), (
+      log[-3000:])
+  planned = int(re.search(r'time budget: [\d.]+ s/step measured over 20 steps, [\d.]+ min left: '
+                          r'(\d+) steps', log).group(1))
+  assert 23 < planned < EPOCH_STEPS
+
+  store = lineage.open_store(os.path.join(out, 'metadata.sqlite'))
+  executions = {e['component']: e for e in lineage.run_executions(store,
+                                                                  lineage.latest_run(store))}
+  props = executions['SimCLRTrainer']['outputs']['model'][0]['properties']
+  assert props['precision'] in ('float32', 'mixed_bfloat16')
+  ckpt_dir = os.path.join(out, 'pipeline_root', '_checkpoints', props['run_fingerprint'])
+  with open(os.path.join(ckpt_dir, 'timeline.json')) as f:
+    timeline = json.load(f)
+  assert timeline['planned_steps'] == planned  # a resume reads the plan back
+  # Trained to the plan, or stopped at the budget on a slower stretch: never past it by more
+  # than the step and checkpoint in flight.
+  assert props['train_steps'] <= planned
+  assert timeline['train_seconds'] <= BUDGET_MINUTES * 60 + 10
+  assert str(props['train_steps']) in timeline['checkpoints']  # the last step was saved
+  assert executions['Pusher']['state'] == 'COMPLETE'
