@@ -37,8 +37,9 @@ def resolve_precision(requested: str, flags: Iterable[str],
                       gpu_capabilities: Sequence[Tuple[int, int]] = (),
                       ) -> Tuple[str, str, bool]:
   """(precision to train in, why, whether that choice will be slow here). 'auto' picks, for
-  the devices that train: GPUs all of compute capability >= 8.0 (Ampere on): mixed_bfloat16; all >= 7.0: mixed_float16;
-  older GPUs: float32. No GPU: mixed_bfloat16 where the CPU has native bf16, else float32.
+  the devices that train: GPUs all of compute capability >= 8.0 (Ampere on): mixed_bfloat16;
+  all >= 7.0: mixed_float16; older GPUs: float32. No GPU: mixed_bfloat16 where the CPU has
+  native bf16, else float32.
   An explicit choice is kept as it is, flagged slow where half precision is emulated."""
   if requested not in PRECISIONS:
     raise ValueError(f'precision must be one of {list(PRECISIONS)}, got {requested!r}')
