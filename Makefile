@@ -11,7 +11,7 @@ ARGS ?=
 # pip on these machines prints one harmless warning per package for a missing local index.
 PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
-.PHONY: install run test lock bench bench-quality bench-input bench-queue bench-tflite clean
+.PHONY: install run test lock bench bench-quality bench-input bench-queue bench-tflite bench-precision clean
 
 $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench-tflite: install
 ## Its last output line is a JSON object; the table goes to docs/benchmarks.md.
 bench: install
 	$(PY) -m benchmarks.bench_perf $(ARGS)
+
+## float32 against bf16 for the cifar preset's step on this CPU, and what precision=auto picks.
+bench-precision: install
+	$(PY) -m benchmarks.bench_precision
 
 ## Representation quality: --preset cifar on ../shared/datasets/cifar10/train (about 35 min),
 ## probe top-1 on cifar10/test against minutes of pretraining -> docs/benchmarks.md.

@@ -27,7 +27,6 @@ import glob
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ import tensorflow as tf
 from benchmarks import docs_section
 from components.dual_view_transform import augment
 from components.linear_evaluator import baselines, probe
-from components.simclr_trainer import model as model_lib
+from components.simclr_trainer import hardware, model as model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = os.path.join(os.path.dirname(REPO), 'shared', 'datasets', 'cifar10')
@@ -229,6 +228,7 @@ def main() -> None:
       'protocol_probe': protocol, 'knn_top1': round(knn, 4),
       'raw_pixels_top1': round(raw['top1'], 4), 'random_init_top1': round(random_init['top1'], 4),
       'pretrain_minutes': round(train_minutes, 1), 'run_minutes': round(wall / 60, 1),
+      'precision': props.get('precision', ''), 'cpu': hardware.describe_cpu(),
       'labels_per_class': per_class, 'num_test': int(len(test_y)), 'preset': args.preset,
       'backbone': props['backbone'], 'width_multiplier': float(props['width_multiplier']),
       'train_steps': int(props['train_steps']), 'output': out,
@@ -263,9 +263,10 @@ def write_doc(result: dict) -> None:
   plt.close(fig)
   lines = [
       f'Measured {datetime.datetime.now():%Y-%m-%d %H:%M} on {os.cpu_count()} cores, '
-      f'{platform.processor() or platform.machine()}, TF {tf.__version__}; command: '
+      f'{result["cpu"]}, TF {tf.__version__}; command: '
       f'`make bench-quality`. Preset `{result["preset"]}`: {result["backbone"]} '
-      f'x{result["width_multiplier"]:g}, {result["train_steps"]} steps; pretraining '
+      f'x{result["width_multiplier"]:g} in {result["precision"] or "?"}, '
+      f'{result["train_steps"]} steps; pretraining '
       f'{result["pretrain_minutes"]} min, whole run {result["run_minutes"]} min.',
       '',
       f'Probe: {result["labels_per_class"]} labelled train images per class, top-1 on the '

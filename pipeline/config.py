@@ -251,7 +251,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # minutes of pretraining: a half-width ResNet-18 (CIFAR stem), bf16 where the CPU has it
     # (precision auto), and a 28-minute time budget that caps the 32 epochs. On a 2-core CPU
     # with native bf16 all 32 fit (370 images/s); on an AVX2-only 2-core EPYC about 7 do
-    # (float32, 71 images/s: bf16 is emulated there, 8x slower). Chosen for the budget
+    # (float32, 71 images/s: bf16 is emulated there, 7-8x slower). Chosen for the budget
     # (docs/benchmarks.md has the measurements): twice the depth of resnet_small at half its
     # speed beats it at equal minutes; training crops of 24 px (served at 32) run 1.7x faster
     # than 32 px (benchmarks/recipe_proxy.py: 8 epochs of 24 px crops 49.8% vs 5 epochs of

@@ -62,3 +62,10 @@ def test_schedule_follows_variables_set_after_tracing():
   assert float(lr(50)) == pytest.approx(0.0, abs=1e-6)
   assert float(lr(5)) == pytest.approx(1.0, abs=1e-6)
   assert schedule.get_config() == {'peak': 1.0, 'warmup_steps': 5, 'total_steps': 50}
+
+
+def test_describe_cpu_names_the_model_and_its_bf16_flags():
+  assert hardware.describe_cpu('model name\t: AMD EPYC 9R14\n' + XEON) == (
+      'AMD EPYC 9R14 (native bf16: amx_bf16, avx512_bf16)')
+  assert hardware.describe_cpu('model name\t: AMD EPYC\n' + EPYC) == (
+      'AMD EPYC (native bf16: none)')

@@ -1,10 +1,10 @@
 """Which training precision this machine runs fast: `precision='auto'` is resolved here, on the
 machine that trains (a Kubeflow pod, not the machine that compiled the pipeline).
 
-Why it matters: bfloat16 is only fast where the hardware has it. On a 2-core Xeon with AMX /
-AVX512-BF16 the cifar preset's step ran 1.4x faster in bf16 than in float32; on a 2-core AMD
-EPYC with AVX2 only, TensorFlow emulates bf16 and the same step ran 8x *slower* (28.5 s against
-3.6 s per batch of 256; docs/benchmarks.md).
+Why it matters: bfloat16 is only fast where the hardware has it. On a 2-core AMD EPYC with
+AVX512_BF16 the cifar preset's step ran 1.4x faster in bf16 than in float32; on a 2-core AMD
+EPYC with AVX2 only, TensorFlow emulates bf16 and the same step ran 7-8x *slower* (28.5-28.7 s
+against 3.6-4.2 s per batch of 256; docs/benchmarks.md, benchmarks/bench_precision.py).
 """
 from __future__ import annotations
 
@@ -61,12 +61,27 @@ def resolve_precision(requested: str, flags: Iterable[str],
                        'bf16 is emulated and slower than float32'), False
   if requested == 'mixed_bfloat16' and not native:
     return requested, ('precision mixed_bfloat16 as configured, but this CPU has no native '
-                       'bfloat16 (avx512_bf16/amx_bf16): TensorFlow emulates it, measured 8x '
+                       'bfloat16 (avx512_bf16/amx_bf16): TensorFlow emulates it, measured 7-8x '
                        'slower than float32 on such a CPU; set precision=auto or float32'), True
   if requested == 'mixed_float16':
     return requested, ('precision mixed_float16 as configured; on a CPU it is emulated and '
                        'slow; it is meant for GPUs'), True
   return requested, f'precision {requested} as configured', False
+
+
+def describe_cpu(cpuinfo_text: Optional[str] = None) -> str:
+  """'AMD EPYC (native bf16: none)': the CPU model and its bf16 flags, for benchmark records
+  (they decide the precision, and so how many steps fit in a time budget)."""
+  if cpuinfo_text is None:
+    try:
+      with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+        cpuinfo_text = f.read()
+    except OSError:
+      cpuinfo_text = ''
+  name = next((line.split(':', 1)[1].strip() for line in cpuinfo_text.splitlines()
+               if line.startswith('model name')), platform.machine())
+  native = sorted(cpu_flags(cpuinfo_text) & set(BF16_CPU_FLAGS))
+  return f'{name} (native bf16: {", ".join(native) or "none"})'
 
 
 def gpu_compute_capabilities() -> List[Tuple[int, int]]:
