@@ -177,7 +177,7 @@ class Executor(base_executor.BaseExecutor):
       logging.info('SimCLRTrainer: warm start from the latest blessed model %s', warm_from)
     start_step = int(step_var)
     temperature = float(hp['temperature'])
-    budget_seconds = float(hp.get('train_minutes') or 0.0) * 60
+    budget_seconds = float(hp['train_minutes']) * 60
     if budget_seconds and timeline.get('planned_steps'):  # a resumed time-budget run keeps its plan
       total_steps = int(timeline['planned_steps'])
       schedule_total.assign(float(total_steps))
@@ -207,22 +207,21 @@ class Executor(base_executor.BaseExecutor):
     loss = acc = gnorm = tf.constant(float('nan'))
     knn = None
     pace_started = None
-    step = start_step
-    while step < total_steps:
+    done = start_step
+    while done < total_steps:
       loss, acc, gnorm = train_step(next(dist_data))
-      step += 1
-      step_var.assign(step)
+      done += 1
+      step_var.assign(done)
       window_steps += 1
-      done = step
+      spent = timeline['train_seconds'] + time.time() - started
       if done == start_step + _PACE_FROM_STEP:
         pace_started = time.time()
       if done == plan_at and done < total_steps:
         total_steps = self._plan_time_budget(
-            done, total_steps, budget_seconds - (timeline['train_seconds'] + time.time() - started),
-            (time.time() - pace_started) / _PACE_STEPS, float(hp['warmup_fraction']),
-            schedule_warmup, schedule_total, steps_per_epoch, timeline, timeline_path)
+            done, total_steps, budget_seconds - spent, (time.time() - pace_started) / _PACE_STEPS,
+            float(hp['warmup_fraction']), schedule_warmup, schedule_total, steps_per_epoch,
+            timeline, timeline_path)
         log_every = max(1, min(50, total_steps // 20))
-      spent = timeline['train_seconds'] + time.time() - started
       out_of_time = bool(budget_seconds) and spent >= budget_seconds and done < total_steps
       if out_of_time:  # slower than planned (a busy machine): stop at the budget, as promised
         logging.warning('SimCLRTrainer: time budget of %.1f min spent at step %d of %d; '

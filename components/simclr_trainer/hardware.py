@@ -17,15 +17,20 @@ PRECISIONS = ('auto', 'float32', 'mixed_bfloat16', 'mixed_float16')
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16', 'bf16')  # x86: the first two; aarch64: bf16
 
 
+def _read_cpuinfo() -> str:
+  """/proc/cpuinfo, or '' where there is none (macOS, Windows)."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+      return f.read()
+  except OSError:
+    return ''
+
+
 def cpu_flags(cpuinfo_text: Optional[str] = None) -> Set[str]:
   """The feature flags of the first CPU in /proc/cpuinfo ('flags' on x86, 'Features' on ARM);
-  empty where the file does not exist (macOS, Windows)."""
+  empty where the file does not exist."""
   if cpuinfo_text is None:
-    try:
-      with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
-        cpuinfo_text = f.read()
-    except OSError:
-      return set()
+    cpuinfo_text = _read_cpuinfo()
   for line in cpuinfo_text.splitlines():
     key, _, value = line.partition(':')
     if key.strip().lower() in ('flags', 'features'):
@@ -73,11 +78,7 @@ def describe_cpu(cpuinfo_text: Optional[str] = None) -> str:
   """'AMD EPYC (native bf16: none)': the CPU model and its bf16 flags, for benchmark records
   (they decide the precision, and so how many steps fit in a time budget)."""
   if cpuinfo_text is None:
-    try:
-      with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
-        cpuinfo_text = f.read()
-    except OSError:
-      cpuinfo_text = ''
+    cpuinfo_text = _read_cpuinfo()
   name = next((line.split(':', 1)[1].strip() for line in cpuinfo_text.splitlines()
                if line.startswith('model name')), platform.machine())
   native = sorted(cpu_flags(cpuinfo_text) & set(BF16_CPU_FLAGS))
