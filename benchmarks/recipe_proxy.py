@@ -6,7 +6,8 @@
 
 It trains with the product's augmentation (augment.two_views), encoder and head
 (model.build_encoder/build_projection_head), LARS and warmup-cosine (optim), and the trainer's
-step (step.make_train_step) in bfloat16 for --epochs, then scores the plain linear probe of
+step (step.make_train_step) at the trainer's precision (auto: bf16 only where the CPU has it
+natively) for --epochs or --steps, then scores the plain linear probe of
 bench_quality (200 labels per class of cifar10/train, top-1 on cifar10/test). One JSON line per
 experiment goes to stdout and to --results. A 5-epoch experiment takes about 8 minutes on 2 cores.
 
@@ -33,6 +34,7 @@ from benchmarks import bench_quality as bq
 from components.dual_view_transform import augment
 from components.dual_view_transform import dataset as dv_dataset
 from components.linear_evaluator import baselines, probe
+from components.simclr_trainer import hardware
 from components.simclr_trainer import model as model_lib
 from components.simclr_trainer import optim
 from components.simclr_trainer import step as step_lib
@@ -43,6 +45,10 @@ def parse_args():
   parser.add_argument('--run', required=True, help='output folder of a finished run')
   parser.add_argument('--name', required=True)
   parser.add_argument('--epochs', type=float, default=5)
+  parser.add_argument('--steps', type=int, default=0, help='train steps; 0: from --epochs')
+  parser.add_argument('--precision', default='auto',
+                      help='auto (bf16 where the CPU has it natively), float32 or mixed_bfloat16')
+  parser.add_argument('--save', default='', help='folder for the encoder checkpoint (optional)')
   parser.add_argument('--batch-size', type=int, default=256)
   parser.add_argument('--learning-rate', type=float, default=1.0)
   parser.add_argument('--temperature', type=float, default=0.2)
@@ -103,8 +109,9 @@ def main() -> None:
   train_uri, policy, mean, std = run_artifacts(args.run)
   policy = experiment_policy(policy, args)
   image_size = int(policy['image_size'])
-  total = int(args.epochs * (dv_dataset.count_records(train_uri) // args.batch_size))
-  keras.mixed_precision.set_dtype_policy('mixed_bfloat16')
+  total = args.steps or int(args.epochs * (dv_dataset.count_records(train_uri) // args.batch_size))
+  precision = hardware.training_precision(args.precision)
+  keras.mixed_precision.set_dtype_policy(precision)
   encoder = model_lib.build_encoder(args.backbone, image_size, args.width_multiplier,
                                     any_input_size=True)
   head = model_lib.build_projection_head(encoder.output_shape[-1], 128, args.head_layers)
@@ -124,6 +131,8 @@ def main() -> None:
       print(f'{args.name}: step {index + 1}/{total} loss {float(loss):.3f} '
             f'acc {float(acc):.3f} {rate:.0f} img/s', flush=True)
   train_seconds = time.time() - started
+  if args.save:
+    tf.train.Checkpoint(encoder=encoder).write(os.path.join(args.save, 'encoder'))
 
   keras.mixed_precision.set_dtype_policy('float32')
   encoder32 = model_lib.build_encoder(args.backbone, image_size, args.width_multiplier)
@@ -140,7 +149,7 @@ def main() -> None:
 
   result = probe.linear_probe(embed(train_files), np.array([c for _, c in train_files]),
                               embed(test_files), np.array([c for _, c in test_files]))
-  line = dict(vars(args), probe_top1=round(result['top1'], 4), steps=total,
+  line = dict(vars(args), probe_top1=round(result['top1'], 4), steps=total, precision=precision,
               train_minutes=round(train_seconds / 60, 2))
   print(json.dumps(line), flush=True)
   with open(args.results, 'a', encoding='utf-8') as f:

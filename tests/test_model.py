@@ -59,3 +59,26 @@ def test_an_encoder_trained_on_small_crops_serves_at_the_full_size():
   np.testing.assert_allclose(fixed(x, training=False), flexible(x, training=False), atol=1e-5)
   with pytest.raises(ValueError):
     fixed(np.zeros((1, 24, 24, 3), np.float32))
+
+
+def test_multi_stage_embedding_is_the_pooled_stages_side_by_side():
+  """embedding_stages=k: the last k stages' global average pools, concatenated, with h (what
+  the head trains on) last; k=1 is h itself. No new weights."""
+  encoder = model.build_encoder('resnet18', 32, 0.25)
+  x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  h = encoder(x, training=False).numpy()
+  same, h1 = model.build_embedder(encoder, 'resnet18', 1)(x, training=False)
+  np.testing.assert_allclose(same, h, atol=1e-6)
+  np.testing.assert_allclose(h1, h, atol=1e-6)
+  embedder = model.build_embedder(encoder, 'resnet18', 3)
+  assert not embedder.weights[len(encoder.weights):]  # the encoder's weights, nothing new
+  embedding, h3 = embedder(x, training=False)
+  assert embedding.shape == (2, 32 + 64 + 128)  # stages 2, 3, 4 of resnet18 x0.25
+  stage3 = keras.Model(encoder.input, encoder.get_layer('s3b2_out').output)(x, training=False)
+  np.testing.assert_allclose(embedding[:, 32:96], np.mean(stage3, axis=(1, 2)), atol=1e-5)
+  np.testing.assert_allclose(embedding[:, 96:], h, atol=1e-6)
+  np.testing.assert_allclose(h3, h, atol=1e-6)
+  assert model.build_embedder(model.build_encoder('resnet_small', 32, 0.5), 'resnet_small',
+                              3).output_shape[0] == (None, 16 + 32 + 64)
+  with pytest.raises(ValueError, match='embedding_stages must be 1..3 for resnet_small'):
+    model.build_embedder(model.build_encoder('resnet_small', 32), 'resnet_small', 4)

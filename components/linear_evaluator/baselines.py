@@ -23,17 +23,20 @@ def raw_pixel_features(pixels: np.ndarray) -> np.ndarray:
 
 
 def random_encoder_features(pixels_sets, backbone: str, image_size: int,
-                            width_multiplier: float, seed: int = 0):
+                            width_multiplier: float, seed: int = 0, embedding_stages: int = 1):
   """Embeddings of each array in `pixels_sets` by a freshly initialised encoder (seeded), with
-  the inputs standardised per channel by the first set's statistics."""
+  the inputs standardised per channel by the first set's statistics; the same embedding as the
+  trained model's (embedding_stages), so the comparison is like for like."""
   keras.utils.set_random_seed(seed)
-  encoder = model_lib.build_encoder(backbone, image_size, width_multiplier)
+  embedder = model_lib.build_embedder(model_lib.build_encoder(backbone, image_size,
+                                                             width_multiplier),
+                                     backbone, embedding_stages)
   reference = pixels_sets[0]
   mean = reference.mean(axis=(0, 1, 2), keepdims=True)
   std = reference.std(axis=(0, 1, 2), keepdims=True) + 1e-6
   results = []
   for pixels in pixels_sets:
     x = (pixels - mean) / std
-    parts = [encoder(x[i:i + 256], training=False).numpy() for i in range(0, len(x), 256)]
-    results.append(np.concatenate(parts) if parts else np.zeros([0, encoder.output_shape[-1]]))
+    parts = [embedder(x[i:i + 256], training=False)[0].numpy() for i in range(0, len(x), 256)]
+    results.append(np.concatenate(parts) if parts else np.zeros([0, embedder.output_shape[0][-1]]))
   return results

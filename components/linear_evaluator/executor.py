@@ -186,13 +186,15 @@ class Executor(base_executor.BaseExecutor):
                              baselines.raw_pixel_features(small(eval_px)), eval_y)
     width = model.get_float_custom_property('width_multiplier') or 1.0
     backbone = model.get_string_custom_property('backbone') or 'resnet_small'
+    stages = int(model.get_int_custom_property('embedding_stages') or 1)
     random_train, random_eval = baselines.random_encoder_features(
-        [train_px, eval_px], backbone, image_size, width)
+        [train_px, eval_px], backbone, image_size, width, embedding_stages=stages)
     random_init = probe.linear_probe(random_train, train_y, random_eval, eval_y)
     return {'raw_pixels': {'linear_top1': raw['top1'], 'pixels': f'{side}x{side}x3',
                            'num_labels': int(len(train_y))},
             'random_init_encoder': {'linear_top1': random_init['top1'], 'backbone': backbone,
-                                    'width_multiplier': width, 'num_labels': int(len(train_y))}}
+                                    'width_multiplier': width, 'embedding_stages': stages,
+                                    'num_labels': int(len(train_y))}}
 
   @staticmethod
   def _measure_baseline(baseline_models, model, train_images, train_y, eval_images, eval_y,

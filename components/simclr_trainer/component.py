@@ -30,6 +30,9 @@ class SimCLRTrainerSpec(types.ComponentSpec):
       'precision': ExecutionParameter(type=str),
       'jit_compile': ExecutionParameter(type=int),  # 0/1 (MLMD has no bool)
       'knn_monitor_every_epochs': ExecutionParameter(type=int),
+      # What the exported `embedding` reads: 1 = h (SimCLR's protocol); k = the pooled outputs of
+      # the last k stages side by side. Not part of training.
+      'embedding_stages': ExecutionParameter(type=int, optional=True),
       # Stable folder (not the execution's output URI) so a rerun finds its checkpoints.
       'checkpoint_root': ExecutionParameter(type=str),
       # Checkpoints kept (newest first); 0 = all, e.g. to probe the encoder along training.

@@ -134,12 +134,16 @@ class Executor(base_executor.BaseExecutor):
                                          hp['lr_scaling'])
     warmup_steps = int(round(float(hp['warmup_fraction']) * total_steps))
     float16 = precision == 'mixed_float16'
+    # Not a hyper-parameter of training (not in the fingerprint): it only chooses what the
+    # exported embedding reads, so changing it reuses the checkpoints.
+    embedding_stages = int(exec_properties.get('embedding_stages') or 1)
     with strategy.scope():
       encoder = model_lib.build_encoder(hp['backbone'], image_size, float(hp['width_multiplier']),
                                         sync_batch_norm=replicas > 1,
                                         any_input_size=crop_size != image_size)
       head = model_lib.build_projection_head(encoder.output_shape[-1], int(hp['projection_dim']),
                                              int(hp['head_layers']), sync_batch_norm=replicas > 1)
+      embedder = model_lib.build_embedder(encoder, hp['backbone'], embedding_stages)
       # Variables: a time budget (train_minutes) shortens the schedule once the pace is known.
       schedule_warmup = tf.Variable(float(warmup_steps), trainable=False, name='warmup_steps')
       schedule_total = tf.Variable(float(total_steps), trainable=False, name='total_steps')
@@ -244,7 +248,7 @@ class Executor(base_executor.BaseExecutor):
         window_start, window_steps = time.time(), 0
       if knn_data and (done % monitor_every == 0 or done == total_steps):
         monitor_started = time.time()
-        knn = self._knn_monitor(encoder, knn_data)
+        knn = self._knn_monitor(embedder, knn_data)
         with writer.as_default(step=done):
           tf.summary.scalar('knn_top1', knn)
         logging.info('step %d: kNN monitor top-1 %.4f on %d labelled eval images', done, knn,
@@ -264,8 +268,9 @@ class Executor(base_executor.BaseExecutor):
     if precision != 'float32' or crop_size != image_size:
       # float32 compute, and the fixed image_size input that serving and TFLite expect.
       encoder, head = self._float32_copies(encoder, head, hp, image_size)
+      embedder = model_lib.build_embedder(encoder, hp['backbone'], embedding_stages)
     module = export.EncoderServingModule(encoder, head, tft.TFTransformOutput(transform_graph_uri),
-                                         image_size)
+                                         image_size, embedder=embedder)
     export.export_serving_model(module, serving_dir)
 
     final_loss = float(loss) if start_step < total_steps else float('nan')
@@ -275,7 +280,8 @@ class Executor(base_executor.BaseExecutor):
       artifact.set_int_custom_property('resumed_from_step', start_step)
       artifact.set_string_custom_property('warm_started_from', warm_from)
       artifact.set_string_custom_property('precision', precision)
-    model_artifact.set_int_custom_property('embedding_dim', int(encoder.output_shape[-1]))
+    model_artifact.set_int_custom_property('embedding_dim', int(embedder.output_shape[0][-1]))
+    model_artifact.set_int_custom_property('embedding_stages', embedding_stages)
     model_artifact.set_int_custom_property('projection_dim', int(hp['projection_dim']))
     model_artifact.set_int_custom_property('image_size', image_size)
     model_artifact.set_string_custom_property('backbone', hp['backbone'])
@@ -329,8 +335,8 @@ class Executor(base_executor.BaseExecutor):
     return bank_x, bank_y, query_x, query_y
 
   @staticmethod
-  def _knn_monitor(encoder, knn_data) -> float:
+  def _knn_monitor(embedder, knn_data) -> float:
     bank_x, bank_y, query_x, query_y = knn_data
-    embed = lambda x: tf.concat([encoder(x[i:i + 512], training=False)
+    embed = lambda x: tf.concat([embedder(x[i:i + 512], training=False)[0]
                                  for i in range(0, len(x), 512)], 0).numpy()
     return probe.knn_top1(embed(bank_x), bank_y, embed(query_x), query_y, k=20)

@@ -2,7 +2,8 @@
 
 `serving_default` takes `images`: a 1-D tf.string batch of encoded image bytes (JPEG, PNG, BMP,
 GIF); it runs the TFT graph of DualViewTransform (decode, resize, quantise, dataset statistics),
-normalises, and returns `embedding` (float32 [B, D], encoder output h) and `projection`
+normalises, and returns `embedding` (float32 [B, D]: the encoder's h, or with embedding_stages
+> 1 the pooled outputs of its last stages side by side; model.build_embedder) and `projection`
 (float32 [B, d], L2-normalised head output z). `serving_examples` takes `examples`, serialized
 tf.Example records carrying `image/encoded`, and returns the same. `serving_pixels` takes
 `pixels`, float32 [B, S, S, 3] RGB values 0..255 already decoded and resized (what a camera
@@ -28,9 +29,11 @@ PIXELS_SIGNATURE, PIXELS_INPUT = 'serving_pixels', 'pixels'
 
 class EncoderServingModule(tf.Module):
 
-  def __init__(self, encoder, head, tft_output, image_size: int):
+  def __init__(self, encoder, head, tft_output, image_size: int, embedder=None):
+    """embedder: encoder input -> [embedding, h] (model.build_embedder); None: embedding = h."""
     super().__init__(name='simclr_encoder')
     self.encoder = encoder
+    self.embedder = embedder
     self.head = head
     self.tft_layer = tft_output.transform_features_layer()
     self.image_size = image_size
@@ -55,9 +58,13 @@ class EncoderServingModule(tf.Module):
   def embed_pixels(self, unit_images, mean, std):
     x = augment.normalize(unit_images, tf.reshape(mean, [-1, 1, 1, 3]),
                           tf.reshape(std, [-1, 1, 1, 3]))
-    h = tf.cast(self.encoder(x, training=False), tf.float32)
+    if self.embedder is None:
+      embedding = h = tf.cast(self.encoder(x, training=False), tf.float32)
+    else:
+      embedding, h = self.embedder(x, training=False)
+      embedding = tf.cast(embedding, tf.float32)
     z = tf.math.l2_normalize(tf.cast(self.head(h, training=False), tf.float32), axis=1)
-    return {'embedding': h, 'projection': z}
+    return {'embedding': embedding, 'projection': z}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
   def serve(self, images):
