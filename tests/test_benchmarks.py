@@ -69,3 +69,20 @@ def test_bench_quality_smoke_on_a_cifar_subset(tmp_path):
   for key in ('probe_top1', 'plain_probe_top1', 'knn_top1', 'raw_pixels_top1',
               'random_init_top1'):
     assert 0.0 <= summary[key] <= 1.0
+
+
+def test_embedding_choice_probe_picks_c_on_validation_and_scores_test():
+  """benchmarks.probe_embeddings: the protocol probe fitted on the non-validation images' views
+  finds separable classes, and reports chance on labels that carry no signal."""
+  import numpy as np
+  from benchmarks.probe_embeddings import GRID, validated_protocol_probe
+  rng = np.random.default_rng(0)
+  centers = rng.normal(size=(4, 16)) * 3
+  train_y, test_y = np.repeat(np.arange(4), 50), np.repeat(np.arange(4), 100)
+  views = lambda y: [centers[y] + rng.normal(size=(len(y), 16)) for _ in range(3)]
+  is_val = np.isin(np.arange(200), rng.permutation(200)[:40])
+  result = validated_protocol_probe(views(train_y), train_y, views(test_y)[:2], test_y, is_val)
+  assert result['C'] in GRID and result['validation_top1'] > 0.95 and result['test_top1'] > 0.95
+  noise = lambda n: [rng.normal(size=(n, 16)) for _ in range(3)]
+  shuffled = validated_protocol_probe(noise(200), train_y, noise(400)[:2], test_y, is_val)
+  assert shuffled['test_top1'] < 0.4  # 4 classes: chance is 0.25
