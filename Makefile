@@ -64,7 +64,7 @@ bench: install
 bench-precision: install
 	$(PY) -m benchmarks.bench_precision
 
-## Representation quality: --preset cifar on ../shared/datasets/cifar10/train (about 35 min),
+## Representation quality: --preset cifar on ../shared/datasets/cifar10/train (about 42 min),
 ## probe top-1 on cifar10/test against minutes of pretraining -> docs/benchmarks.md.
 bench-quality: install
 	$(PY) -m benchmarks.bench_quality $(ARGS)

@@ -1,6 +1,6 @@
 """Representation quality: linear-probe top-1 on CIFAR-10 test against minutes of pretraining.
 
-  make bench-quality     (about 35 minutes: the whole `--preset cifar` run, then the probes)
+  make bench-quality     (about 42 min: the whole `--preset cifar` run, then the probes)
   .venv/bin/python -m benchmarks.bench_quality --smoke    (a 2-minute version, for CI)
 
 1. Runs `simclr-tfx run --preset cifar --data-dir ../shared/datasets/cifar10/train` (labels
