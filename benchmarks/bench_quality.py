@@ -84,10 +84,11 @@ def serving_embeddings(version_dir: str, images) -> np.ndarray:
 
 
 def checkpoint_embeddings(checkpoint: str, backbone: str, width: float, image_size: int,
-                          pixel_sets, mean, std, embedding_stages: int = 1) -> list:
+                          pixel_sets, mean, std, embedding_stages: int = 1,
+                          with_h: bool = False) -> list:
   """The embedding (model.build_embedder) of a training checkpoint for each array in
   `pixel_sets`, with serving's preprocessing (decode, resize, normalise); the checkpoint is
-  restored once for all of them."""
+  restored once for all of them. with_h: (embedding, h) pairs instead."""
   encoder = model_lib.build_encoder(backbone, image_size, width)
   tf.train.Checkpoint(encoder=encoder).restore(checkpoint).expect_partial()
   embedder = model_lib.build_embedder(encoder, backbone, embedding_stages)
@@ -95,38 +96,43 @@ def checkpoint_embeddings(checkpoint: str, backbone: str, width: float, image_si
   for pixels in pixel_sets:
     x = augment.normalize(tf.constant(pixels), tf.reshape(mean, [1, 1, 1, 3]),
                           tf.reshape(std, [1, 1, 1, 3]))
-    results.append(np.concatenate([embedder(x[i:i + 500], training=False)[0].numpy()
-                                   for i in range(0, len(pixels), 500)]))
+    parts = [embedder(x[i:i + 500], training=False) for i in range(0, len(pixels), 500)]
+    embedding = np.concatenate([p[0].numpy() for p in parts])
+    results.append((embedding, np.concatenate([p[1].numpy() for p in parts])) if with_h
+                   else embedding)
   return results
 
 
 def protocol_probe(out, props, image_size, mean, std, train_px, train_y, test_px, test_y,
-                   serving_train, embedding_stages: int) -> dict:
+                   serving_train, embedding_stages: int):
   """SimCLR's linear evaluation protocol on the final model (see the module docstring): the
   encoder restored from the trainer's last checkpoint, checked against the pushed SavedModel's
-  embeddings of the same images (serving_train; None: not checked, for an embedding other
-  than the pushed one)."""
+  embeddings of the same images. Returns (the result on the served embedding, the same probe
+  on h alone: SimCLR's own reading; the same result when the embedding is h)."""
   ckpt_dir = os.path.join(out, 'pipeline_root', '_checkpoints', props['run_fingerprint'])
   last = tf.train.latest_checkpoint(ckpt_dir)
   if last is None:
     raise SystemExit(f'no trainer checkpoint in {ckpt_dir}: keep_checkpoints must keep the last')
   views = probe.augmented_views(train_px, copies=8)
-  embeddings = checkpoint_embeddings(last, props['backbone'], float(props['width_multiplier']),
-                                     image_size, [train_px, *views, test_px,
-                                                  test_px[:, :, ::-1]], mean, std,
-                                     embedding_stages)
+  pairs = checkpoint_embeddings(last, props['backbone'], float(props['width_multiplier']),
+                                image_size, [train_px, *views, test_px, test_px[:, :, ::-1]],
+                                mean, std, embedding_stages, with_h=True)
+  embeddings = [embedding for embedding, _ in pairs]
   train_views, eval_views = embeddings[:len(views) + 1], embeddings[len(views) + 1:]
+  cosine = np.sum(train_views[0] * serving_train, 1) / (
+      np.linalg.norm(train_views[0], axis=1) * np.linalg.norm(serving_train, axis=1) + 1e-12)
+  if float(cosine.min()) < 0.999:  # the checkpoint must be the model that was pushed
+    raise SystemExit(f'checkpoint {last} does not match the pushed model (min cosine '
+                     f'{cosine.min():.5f})')
   result = probe.augmented_linear_probe(train_views, train_y, eval_views, test_y)
   result.update(checkpoint=os.path.basename(last), embedding_stages=embedding_stages,
-                embedding_dim=int(train_views[0].shape[1]))
-  if serving_train is not None:
-    cosine = np.sum(train_views[0] * serving_train, 1) / (
-        np.linalg.norm(train_views[0], axis=1) * np.linalg.norm(serving_train, axis=1) + 1e-12)
-    if float(cosine.min()) < 0.999:  # the checkpoint must be the model that was pushed
-      raise SystemExit(f'checkpoint {last} does not match the pushed model (min cosine '
-                       f'{cosine.min():.5f})')
-    result.update(min_cosine_to_pushed=round(float(cosine.min()), 6))
-  return result
+                embedding_dim=int(train_views[0].shape[1]),
+                min_cosine_to_pushed=round(float(cosine.min()), 6))
+  if embedding_stages == 1:
+    return result, result
+  hs = [h for _, h in pairs]
+  return result, probe.augmented_linear_probe(hs[:len(views) + 1], train_y, hs[len(views) + 1:],
+                                              test_y)
 
 
 def run_pipeline(data_dir: str, out: str, preset: str, extra_sets) -> float:
@@ -205,11 +211,8 @@ def main() -> None:
   final_test = serving_embeddings(version_dir, test_bytes)
   final = probe.linear_probe(final_train, train_y, final_test, test_y)
   stages = int(props.get('embedding_stages') or 1)
-  protocol = protocol_probe(out, props, image_size, mean, std, train_px, train_y, test_px,
-                            test_y, final_train, stages)
-  # SimCLR's own protocol reads h alone; with a multi-stage embedding, that number too.
-  protocol_h = protocol if stages == 1 else protocol_probe(
-      out, props, image_size, mean, std, train_px, train_y, test_px, test_y, None, 1)
+  protocol, protocol_h = protocol_probe(out, props, image_size, mean, std, train_px, train_y,
+                                        test_px, test_y, final_train, stages)
   knn = probe.knn_top1(final_train, train_y, final_test, test_y, k=200)
   raw = probe.linear_probe(train_px.reshape(len(train_px), -1), train_y,
                            test_px.reshape(len(test_px), -1), test_y)

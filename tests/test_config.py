@@ -121,3 +121,15 @@ def test_cli_help_for_each_command():
   for command in ([], ['run'], ['lineage'], ['embed']):
     result = run_cli(*command, '--help')
     assert result.returncode == 0 and 'usage: simclr-tfx' in result.stdout
+
+
+def test_embedding_stages_bound_matches_each_backbones_stage_count():
+  """The config checks embedding_stages without importing Keras; its bound must be the
+  model's own stage count, or a valid value would fail only inside the trainer."""
+  from components.simclr_trainer import model
+  from pipeline.config import BACKBONES
+  for backbone in BACKBONES:
+    stages = model.stage_count(backbone)
+    build_config(set_args=[f'backbone={backbone}', f'embedding_stages={stages}'])
+    with pytest.raises(ConfigError, match=f'embedding_stages must be 1..{stages}'):
+      build_config(set_args=[f'backbone={backbone}', f'embedding_stages={stages + 1}'])

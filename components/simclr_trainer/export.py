@@ -29,8 +29,9 @@ PIXELS_SIGNATURE, PIXELS_INPUT = 'serving_pixels', 'pixels'
 
 class EncoderServingModule(tf.Module):
 
-  def __init__(self, encoder, head, tft_output, image_size: int, embedder=None):
-    """embedder: encoder input -> [embedding, h] (model.build_embedder); None: embedding = h."""
+  def __init__(self, encoder, head, tft_output, image_size: int, embedder):
+    """embedder: encoder input -> [embedding, h] (model.build_embedder). The encoder is tracked
+    under its own name so that a warm start reads its variables from the SavedModel."""
     super().__init__(name='simclr_encoder')
     self.encoder = encoder
     self.embedder = embedder
@@ -58,13 +59,9 @@ class EncoderServingModule(tf.Module):
   def embed_pixels(self, unit_images, mean, std):
     x = augment.normalize(unit_images, tf.reshape(mean, [-1, 1, 1, 3]),
                           tf.reshape(std, [-1, 1, 1, 3]))
-    if self.embedder is None:
-      embedding = h = tf.cast(self.encoder(x, training=False), tf.float32)
-    else:
-      embedding, h = self.embedder(x, training=False)
-      embedding = tf.cast(embedding, tf.float32)
+    embedding, h = self.embedder(x, training=False)
     z = tf.math.l2_normalize(tf.cast(self.head(h, training=False), tf.float32), axis=1)
-    return {'embedding': embedding, 'projection': z}
+    return {'embedding': tf.cast(embedding, tf.float32), 'projection': z}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)])
   def serve(self, images):

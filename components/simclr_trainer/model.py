@@ -104,8 +104,9 @@ def build_embedder(encoder: keras.Model, backbone: str, embedding_stages: int = 
   """encoder input -> [embedding, h]: h feeds the projection head; the embedding is what the
   probe, kNN and serving read. embedding_stages=k concatenates the global average pools of the
   last k stages' outputs (k=1: the embedding is h). A short pretraining leaves the later stages
-  least trained, and the earlier stages' pooled features still separate classes; with k=3 the
-  cifar preset's probe gained 2.3 points (docs/benchmarks.md). No new weights."""
+  least trained, and the earlier stages' pooled features still separate classes: on the cifar
+  preset's model, k=4 gave the protocol probe 2.0 points over h (docs/benchmarks.md). No new
+  weights."""
   stages = stage_count(backbone)
   if not 1 <= embedding_stages <= stages:
     raise ValueError(f'embedding_stages must be 1..{stages} for {backbone}, got {embedding_stages}')
