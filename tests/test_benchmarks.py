@@ -86,3 +86,24 @@ def test_embedding_choice_probe_picks_c_on_validation_and_scores_test():
   noise = lambda n: [rng.normal(size=(n, 16)) for _ in range(3)]
   shuffled = validated_protocol_probe(noise(200), train_y, noise(400)[:2], test_y, is_val)
   assert shuffled['test_top1'] < 0.4  # 4 classes: chance is 0.25
+
+
+def test_batch_norm_recalibration_averages_the_statistics_of_the_given_images():
+  """benchmarks.probe_embeddings.recalibrate_batch_norm: moving statistics become the average
+  over all batches (not an exponential average dominated by the last), and the layer's
+  momentum is restored for training."""
+  import keras
+  import numpy as np
+  from benchmarks.probe_embeddings import recalibrate_batch_norm
+  inputs = keras.Input((4, 4, 3))
+  model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(inputs))
+  rng = np.random.default_rng(0)
+  # Batch k has channel means 2k, 2k+1, 2k+2: the last batch alone would give 8, 9, 10.
+  images = np.concatenate([rng.normal(size=(100, 4, 4, 3)) * 0.5 + np.arange(3) + 2 * k
+                           for k in range(5)]).astype('float32')
+  assert recalibrate_batch_norm(model, images, batch_size=100) == 5
+  norm = model.layers[-1]
+  np.testing.assert_allclose(norm.moving_mean.numpy(), images.mean(axis=(0, 1, 2)), atol=1e-4)
+  within = np.mean([images[k * 100:(k + 1) * 100].var(axis=(0, 1, 2)) for k in range(5)], 0)
+  np.testing.assert_allclose(norm.moving_variance.numpy(), within, rtol=0.02)
+  assert norm.momentum == 0.9

@@ -1,0 +1,65 @@
+"""Images/s of the trainer's step for several batch sizes and training crop sizes.
+
+  .venv/bin/python -m benchmarks.step_pace --run OUT --batch-sizes 128,256,512 --crop-sizes 16
+
+OUT: the output folder of a finished cifar run (its transformed train split and augmentation
+policy are reused, as in recipe_proxy.py). For each pair it builds the cifar preset's model
+(ResNet-18 x0.5, CIFAR stem, LARS, temperature 0.1) at the trainer's precision, runs 5
+untimed steps (tracing) and then times steps covering about 4,096 images, augmentation
+included. One JSON line per pair. This is how docs/benchmarks.md's "a larger batch buys no
+speed" was measured; about a minute per pair on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import keras
+import tensorflow as tf
+
+from benchmarks import recipe_proxy
+from components.simclr_trainer import hardware
+from components.simclr_trainer import model as model_lib
+from components.simclr_trainer import optim
+from components.simclr_trainer import step as step_lib
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--run', required=True, help='output folder of a finished cifar run')
+  parser.add_argument('--batch-sizes', default='128,256,512')
+  parser.add_argument('--crop-sizes', default='16')
+  parser.add_argument('--images', type=int, default=4096, help='images timed per pair')
+  args = parser.parse_args()
+  train_uri, policy, _, _ = recipe_proxy.run_artifacts(args.run)
+  precision = hardware.training_precision('auto')
+  keras.mixed_precision.set_dtype_policy(precision)
+  for crop in (int(c) for c in args.crop_sizes.split(',')):
+    for batch in (int(b) for b in args.batch_sizes.split(',')):
+      encoder = model_lib.build_encoder('resnet18', int(policy['image_size']), 0.5,
+                                        any_input_size=True)
+      head = model_lib.build_projection_head(encoder.output_shape[-1], 128, 2)
+      optimizer = optim.build_optimizer('lars', optim.WarmupCosine(1.0, 10, 1000), 1e-6)
+      variables = encoder.trainable_variables + head.trainable_variables
+      optimizer.build(variables)
+      train_step = step_lib.make_train_step(tf.distribute.get_strategy(), encoder, head,
+                                            optimizer, variables, 0.1)
+      data = recipe_proxy.views(train_uri, dict(policy, crop_size=crop), batch)
+      for _ in range(5):
+        train_step(next(data))
+      steps = max(8, args.images // batch)
+      started = time.time()
+      for _ in range(steps):
+        train_step(next(data))
+      rate = steps * batch / (time.time() - started)
+      print(json.dumps({'crop_size': crop, 'batch_size': batch, 'precision': precision,
+                        'steps': steps, 'images_per_second': round(rate, 1)}), flush=True)
+
+
+if __name__ == '__main__':
+  main()
