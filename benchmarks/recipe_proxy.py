@@ -69,7 +69,12 @@ def parse_args():
   parser.add_argument('--test-dir', default=os.path.join(bq.DATASETS, 'test'))
   parser.add_argument('--train-dir', default=os.path.join(bq.DATASETS, 'train'))
   parser.add_argument('--results', default='recipe_proxy.jsonl')
-  return parser.parse_args()
+  args = parser.parse_args()
+  if bool(args.final_crop_size) != bool(args.final_steps):
+    parser.error('--final-crop-size and --final-steps go together (progressive crops)')
+  if args.steps and args.final_steps >= args.steps:
+    parser.error(f'--final-steps {args.final_steps} must be fewer than --steps {args.steps}')
+  return args
 
 
 def run_artifacts(run: str):
@@ -111,6 +116,21 @@ def views(train_uri: str, policy: dict, batch_size: int):
   return iter(indexed.map(make_views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(4))
 
 
+def make_trainer(backbone: str, image_size: int, width: float, head_layers: int, peak_lr: float,
+                 warmup_steps: int, total_steps: int, temperature: float):
+  """(encoder, train_step) from the trainer's own pieces: an encoder that takes crops of any
+  size, the projection head, LARS on warmup-cosine, and step.make_train_step, under the
+  current dtype policy."""
+  encoder = model_lib.build_encoder(backbone, image_size, width, any_input_size=True)
+  head = model_lib.build_projection_head(encoder.output_shape[-1], 128, head_layers)
+  schedule = optim.WarmupCosine(peak_lr, warmup_steps, total_steps)
+  optimizer = optim.build_optimizer('lars', schedule, 1e-6)
+  variables = encoder.trainable_variables + head.trainable_variables
+  optimizer.build(variables)
+  return encoder, step_lib.make_train_step(tf.distribute.get_strategy(), encoder, head,
+                                           optimizer, variables, temperature)
+
+
 def main() -> None:
   args = parse_args()
   train_uri, policy, mean, std = run_artifacts(args.run)
@@ -119,18 +139,12 @@ def main() -> None:
   total = args.steps or int(args.epochs * (dv_dataset.count_records(train_uri) // args.batch_size))
   precision = hardware.training_precision(args.precision)
   keras.mixed_precision.set_dtype_policy(precision)
-  encoder = model_lib.build_encoder(args.backbone, image_size, args.width_multiplier,
-                                    any_input_size=True)
-  head = model_lib.build_projection_head(encoder.output_shape[-1], 128, args.head_layers)
-  schedule = optim.WarmupCosine(optim.scaled_learning_rate(args.learning_rate, args.batch_size),
-                                int(args.warmup_fraction * total), total)
-  optimizer = optim.build_optimizer('lars', schedule, 1e-6)
-  variables = encoder.trainable_variables + head.trainable_variables
-  optimizer.build(variables)
-  train_step = step_lib.make_train_step(tf.distribute.get_strategy(), encoder, head, optimizer,
-                                        variables, args.temperature)
+  encoder, train_step = make_trainer(
+      args.backbone, image_size, args.width_multiplier, args.head_layers,
+      optim.scaled_learning_rate(args.learning_rate, args.batch_size),
+      int(args.warmup_fraction * total), total, args.temperature)
   data = views(train_uri, policy, args.batch_size)
-  switch_at = total - args.final_steps if args.final_crop_size and args.final_steps else total
+  switch_at = total - args.final_steps if args.final_crop_size else total
   started = time.time()
   for index in range(total):
     if index == switch_at:  # a second input pipeline; the encoder takes any input size

@@ -20,13 +20,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import keras
-import tensorflow as tf
 
 from benchmarks import recipe_proxy
 from components.simclr_trainer import hardware
-from components.simclr_trainer import model as model_lib
-from components.simclr_trainer import optim
-from components.simclr_trainer import step as step_lib
 
 
 def main() -> None:
@@ -41,14 +37,8 @@ def main() -> None:
   keras.mixed_precision.set_dtype_policy(precision)
   for crop in (int(c) for c in args.crop_sizes.split(',')):
     for batch in (int(b) for b in args.batch_sizes.split(',')):
-      encoder = model_lib.build_encoder('resnet18', int(policy['image_size']), 0.5,
-                                        any_input_size=True)
-      head = model_lib.build_projection_head(encoder.output_shape[-1], 128, 2)
-      optimizer = optim.build_optimizer('lars', optim.WarmupCosine(1.0, 10, 1000), 1e-6)
-      variables = encoder.trainable_variables + head.trainable_variables
-      optimizer.build(variables)
-      train_step = step_lib.make_train_step(tf.distribute.get_strategy(), encoder, head,
-                                            optimizer, variables, 0.1)
+      _, train_step = recipe_proxy.make_trainer('resnet18', int(policy['image_size']), 0.5, 2,
+                                                1.0, 10, 1000, 0.1)
       data = recipe_proxy.views(train_uri, dict(policy, crop_size=crop), batch)
       for _ in range(5):
         train_step(next(data))
