@@ -61,7 +61,9 @@ def test_bench_quality_smoke_on_a_cifar_subset(tmp_path):
   assert summary['labels_per_class'] == 20 and summary['num_test'] == 1000
   steps = [point['step'] for point in summary['curve']]
   assert steps == [0, 2, 4]  # random init, then every kept checkpoint of the 4 smoke steps
-  assert summary['curve'][-1]['probe_top1'] == summary['plain_probe_top1']
+  # The checkpoint restored into Keras and the pushed SavedModel agree to float rounding (the
+  # min cosine below); a test image on the probe's decision boundary may flip, so allow one.
+  assert abs(summary['curve'][-1]['probe_top1'] - summary['plain_probe_top1']) <= 0.001 + 1e-9
   protocol = summary['protocol_probe']  # crops and flips of the final checkpoint = pushed model
   assert protocol['checkpoint'] == 'ckpt-4' and protocol['min_cosine_to_pushed'] >= 0.999
   assert protocol['train_views'] == 10 and protocol['eval_views'] == 2  # plain, mirror, 8 crops
