@@ -72,8 +72,6 @@ def parse_args():
   args = parser.parse_args()
   if bool(args.final_crop_size) != bool(args.final_steps):
     parser.error('--final-crop-size and --final-steps go together (progressive crops)')
-  if args.steps and args.final_steps >= args.steps:
-    parser.error(f'--final-steps {args.final_steps} must be fewer than --steps {args.steps}')
   return args
 
 
@@ -137,6 +135,9 @@ def main() -> None:
   policy = experiment_policy(policy, args)
   image_size = int(policy['image_size'])
   total = args.steps or int(args.epochs * (dv_dataset.count_records(train_uri) // args.batch_size))
+  if args.final_steps and args.final_steps >= total:
+    raise SystemExit(f'--final-steps {args.final_steps} must be fewer than the {total} steps '
+                     'that --steps or --epochs gives')
   precision = hardware.training_precision(args.precision)
   keras.mixed_precision.set_dtype_policy(precision)
   encoder, train_step = make_trainer(
