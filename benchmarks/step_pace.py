@@ -4,7 +4,8 @@
 
 OUT: the output folder of a finished cifar run (its transformed train split and augmentation
 policy are reused, as in recipe_proxy.py). For each pair it builds the cifar preset's model
-(ResNet-18 x0.5, CIFAR stem, LARS, temperature 0.1) at the trainer's precision, runs 5
+(its backbone, width, head, LARS peak rate and temperature, read from pipeline.config.PRESETS)
+at the trainer's precision, runs 5
 untimed steps (tracing) and then times steps covering about 4,096 images, augmentation
 included. One JSON line per pair. This is how docs/benchmarks.md's "a larger batch buys no
 speed" was measured; about a minute per pair on 2 cores.
@@ -22,7 +23,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import keras
 
 from benchmarks import recipe_proxy
-from components.simclr_trainer import hardware
+from components.simclr_trainer import hardware, optim
+from pipeline import config as config_lib
 
 
 def main() -> None:
@@ -33,12 +35,16 @@ def main() -> None:
   parser.add_argument('--images', type=int, default=4096, help='images timed per pair')
   args = parser.parse_args()
   train_uri, policy, _, _ = recipe_proxy.run_artifacts(args.run)
-  precision = hardware.training_precision('auto')
+  preset = config_lib.build_config(preset='cifar')
+  precision = hardware.training_precision(preset.precision)
   keras.mixed_precision.set_dtype_policy(precision)
   for crop in (int(c) for c in args.crop_sizes.split(',')):
     for batch in (int(b) for b in args.batch_sizes.split(',')):
-      _, train_step = recipe_proxy.make_trainer('resnet18', int(policy['image_size']), 0.5, 2,
-                                                1.0, 10, 1000, 0.1)
+      _, train_step = recipe_proxy.make_trainer(
+          preset.backbone, int(policy['image_size']), preset.width_multiplier,
+          preset.head_layers,
+          optim.scaled_learning_rate(preset.learning_rate, batch, preset.lr_scaling), 10, 1000,
+          preset.temperature)
       data = recipe_proxy.views(train_uri, dict(policy, crop_size=crop), batch)
       for _ in range(5):
         train_step(next(data))
