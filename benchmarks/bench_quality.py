@@ -8,8 +8,9 @@
 2. Probe, as the target is stated: 200 labelled images per class from the train folder (10% of
    its labels; per class the first 200 in sha256 order, so every machine picks the same ones),
    a multinomial logistic regression on the model's embedding (the encoder output h, or with
-   embedding_stages > 1 the last stages' pools side by side, as served; L2 strength chosen on a
-   held-out 20% of those labels), top-1 on the 5,000 images of ../shared/datasets/cifar10/test.
+   embedding_stages > 1 the last stages' pools side by side, with embedding_pool=avg_max their
+   max pools too, as served; L2 strength chosen on a held-out 20% of those labels), top-1 on
+   the 5,000 images of ../shared/datasets/cifar10/test.
    Two probes on the final model: `plain` (one view per image) and `protocol`, SimCLR's linear
    evaluation protocol: the classifier is trained with random crops and flips of the labelled
    images (here the mirror image plus 8 padded random crops) and scored on the mean of the
@@ -85,13 +86,13 @@ def serving_embeddings(version_dir: str, images) -> np.ndarray:
 
 def checkpoint_embeddings(checkpoint: str, backbone: str, width: float, image_size: int,
                           pixel_sets, mean, std, embedding_stages: int = 1,
-                          with_h: bool = False) -> list:
+                          with_h: bool = False, embedding_pool: str = 'avg') -> list:
   """The embedding (model.build_embedder) of a training checkpoint for each array in
   `pixel_sets`, with serving's preprocessing (decode, resize, normalise); the checkpoint is
   restored once for all of them. with_h: (embedding, h) pairs instead."""
   encoder = model_lib.build_encoder(backbone, image_size, width)
   tf.train.Checkpoint(encoder=encoder).restore(checkpoint).expect_partial()
-  embedder = model_lib.build_embedder(encoder, backbone, embedding_stages)
+  embedder = model_lib.build_embedder(encoder, backbone, embedding_stages, embedding_pool)
   results = []
   for pixels in pixel_sets:
     x = augment.normalize(tf.constant(pixels), tf.reshape(mean, [1, 1, 1, 3]),
@@ -104,7 +105,7 @@ def checkpoint_embeddings(checkpoint: str, backbone: str, width: float, image_si
 
 
 def protocol_probe(out, props, image_size, mean, std, train_px, train_y, test_px, test_y,
-                   serving_train, embedding_stages: int):
+                   serving_train, embedding_stages: int, embedding_pool: str = 'avg'):
   """SimCLR's linear evaluation protocol on the final model (see the module docstring): the
   encoder restored from the trainer's last checkpoint, checked against the pushed SavedModel's
   embeddings of the same images. Returns (the result on the served embedding, the same probe
@@ -116,7 +117,8 @@ def protocol_probe(out, props, image_size, mean, std, train_px, train_y, test_px
   views = probe.augmented_views(train_px, copies=8)
   pairs = checkpoint_embeddings(last, props['backbone'], float(props['width_multiplier']),
                                 image_size, [train_px, *views, test_px, test_px[:, :, ::-1]],
-                                mean, std, embedding_stages, with_h=True)
+                                mean, std, embedding_stages, with_h=True,
+                                embedding_pool=embedding_pool)
   embeddings = [embedding for embedding, _ in pairs]
   train_views, eval_views = embeddings[:len(views) + 1], embeddings[len(views) + 1:]
   cosine = np.sum(train_views[0] * serving_train, 1) / (
@@ -126,9 +128,10 @@ def protocol_probe(out, props, image_size, mean, std, train_px, train_y, test_px
                      f'{cosine.min():.5f})')
   result = probe.augmented_linear_probe(train_views, train_y, eval_views, test_y)
   result.update(checkpoint=os.path.basename(last), embedding_stages=embedding_stages,
+                embedding_pool=embedding_pool,
                 embedding_dim=int(train_views[0].shape[1]),
                 min_cosine_to_pushed=round(float(cosine.min()), 6))
-  if embedding_stages == 1:
+  if embedding_stages == 1 and embedding_pool == 'avg':
     return result, result
   hs = [h for _, h in pairs]
   return result, probe.augmented_linear_probe(hs[:len(views) + 1], train_y, hs[len(views) + 1:],
@@ -211,14 +214,15 @@ def main() -> None:
   final_test = serving_embeddings(version_dir, test_bytes)
   final = probe.linear_probe(final_train, train_y, final_test, test_y)
   stages = int(props.get('embedding_stages') or 1)
+  pool = props.get('embedding_pool') or 'avg'
   protocol, protocol_h = protocol_probe(out, props, image_size, mean, std, train_px, train_y,
-                                        test_px, test_y, final_train, stages)
+                                        test_px, test_y, final_train, stages, pool)
   knn = probe.knn_top1(final_train, train_y, final_test, test_y, k=200)
   raw = probe.linear_probe(train_px.reshape(len(train_px), -1), train_y,
                            test_px.reshape(len(test_px), -1), test_y)
   rand_train, rand_test = baselines.random_encoder_features(
       [train_px, test_px], props['backbone'], image_size, float(props['width_multiplier']),
-      embedding_stages=stages)
+      embedding_stages=stages, embedding_pool=pool)
   random_init = probe.linear_probe(rand_train, train_y, rand_test, test_y)
 
   # The curve: every kept checkpoint, at its minutes since the trainer execution started.
@@ -233,7 +237,7 @@ def main() -> None:
     minutes = timeline['checkpoints'][str(index)] / 60
     emb_train, emb_test = checkpoint_embeddings(
         path, props['backbone'], float(props['width_multiplier']), image_size,
-        [train_px, test_px], mean, std, stages)
+        [train_px, test_px], mean, std, stages, embedding_pool=pool)
     top1 = probe.linear_probe(emb_train, train_y, emb_test, test_y)['top1']
     curve.append((minutes, top1, index))
     print(f'checkpoint step {index} at {minutes:.1f} min: probe top-1 {top1:.4f}', flush=True)
@@ -242,7 +246,8 @@ def main() -> None:
   result = {
       'probe_top1': round(protocol['top1'], 4), 'plain_probe_top1': round(final['top1'], 4),
       'protocol_probe': protocol, 'protocol_probe_h_top1': round(protocol_h['top1'], 4),
-      'embedding_stages': stages, 'embedding_dim': protocol['embedding_dim'],
+      'embedding_stages': stages, 'embedding_pool': pool,
+      'embedding_dim': protocol['embedding_dim'],
       'knn_top1': round(knn, 4),
       'raw_pixels_top1': round(raw['top1'], 4), 'random_init_top1': round(random_init['top1'], 4),
       'pretrain_minutes': round(train_minutes, 1), 'run_minutes': round(wall / 60, 1),
@@ -273,8 +278,10 @@ def write_doc(result: dict) -> None:
              label=f'raw pixels ({100 * result["raw_pixels_top1"]:.1f}%)')
   ax.set_xlabel('minutes of pretraining (2 CPU cores)')
   ax.set_ylabel('linear probe top-1 on CIFAR-10 test (%)')
-  what = 'h' if result['embedding_stages'] == 1 else (
-      f'the last {result["embedding_stages"]} stages\' pools')
+  pool = result.get('embedding_pool', 'avg')
+  kinds = 'average and max pools' if pool == 'avg_max' else 'pools'
+  what = 'h' if result['embedding_stages'] == 1 and pool == 'avg' else (
+      f'the last {result["embedding_stages"]} stages\' {kinds}')
   ax.set_title(f'200 labels per class; probe on the embedding ({what})')
   ax.grid(alpha=0.3)
   ax.legend(loc='lower right', fontsize=8)
@@ -289,7 +296,7 @@ def write_doc(result: dict) -> None:
       f'{result["train_steps"]} steps; pretraining '
       f'{result["pretrain_minutes"]} min, whole run {result["run_minutes"]} min. '
       f'Embedding: {result["embedding_dim"]} numbers (embedding_stages='
-      f'{result["embedding_stages"]}).',
+      f'{result["embedding_stages"]}, embedding_pool={pool}).',
       '',
       f'Probe: {result["labels_per_class"]} labelled train images per class, top-1 on the '
       f'{result["num_test"]} test images.',
@@ -309,7 +316,7 @@ def write_doc(result: dict) -> None:
       f'{100 * result["plain_probe_top1"]:.1f}% (weighted kNN k=200: '
       f'{100 * result["knn_top1"]:.1f}%) |',
   ]
-  if result['embedding_stages'] > 1:
+  if result['embedding_stages'] > 1 or pool != 'avg':
     lines.append(f'| simclr-tfx, final model, SimCLR linear-eval protocol on h alone (the last '
                  f'stage\'s pool, as SimCLR reads it) | {100 * result["protocol_probe_h_top1"]:.1f}% |')
   lines += [

@@ -18,6 +18,7 @@ Variants measured the same way (docs/benchmarks.md, "Measured on B after that ru
   --views 24               24 padded crops per labelled image instead of 8
   --embed-size 40          decode and embed the images at 40 px instead of the run's size
   --recalibrate-bn 10000   re-estimate batch-norm statistics on that many train images first
+  --pool avg_max           each stage's global max pool next to its average pool
 """
 from __future__ import annotations
 
@@ -111,6 +112,8 @@ def main() -> None:
   parser.add_argument('--stages', type=int, default=0, help='one embedding_stages (0: all)')
   parser.add_argument('--views', type=int, default=VIEWS, help='padded crops per labelled image')
   parser.add_argument('--embed-size', type=int, default=0, help="0: the run's image size")
+  parser.add_argument('--pool', default='avg', choices=model_lib.POOLS,
+                      help='embedding_pool: how each stage is pooled')
   parser.add_argument('--recalibrate-bn', type=int, default=0,
                       help='re-estimate batch-norm statistics on this many train images')
   parser.add_argument('--train-dir', default=os.path.join(bq.DATASETS, 'train'))
@@ -147,12 +150,12 @@ def main() -> None:
   results = []
   for stages in [args.stages] if args.stages else range(1, model_lib.stage_count(backbone) + 1):
     started = time.time()
-    embedder = model_lib.build_embedder(encoder, backbone, stages)
+    embedder = model_lib.build_embedder(encoder, backbone, stages, args.pool)
     embedded = [np.concatenate([embedder(x[i:i + 500], training=False)[0].numpy()
                                 for i in range(0, len(x), 500)]) for x in x_sets]
     result = validated_protocol_probe(embedded[:train_sets], train_y, embedded[train_sets:],
                                       test_y, is_val)
-    result.update(embedding_stages=stages, numbers=int(embedded[0].shape[1]),
+    result.update(embedding_stages=stages, embedding_pool=args.pool, numbers=int(embedded[0].shape[1]),
                   train_views=train_sets, embed_size=image_size,
                   recalibrated_bn_on=args.recalibrate_bn,
                   seconds=round(time.time() - started))

@@ -65,6 +65,10 @@ class PipelineConfig:
   # (SimCLR's protocol); k = the pooled outputs of the last k stages side by side (no new
   # weights, training unchanged). Helps short pretraining, whose later stages are least trained.
   embedding_stages: int = 1
+  # How each of those stages is pooled: avg (global average; with embedding_stages=1 that is h)
+  # or avg_max (global average and global max side by side: twice the numbers, still blind to
+  # where in the frame a feature fires).
+  embedding_pool: str = 'avg'
   batch_size: int = 128
   epochs: int = 10
   train_steps: int = 0  # > 0 overrides epochs
@@ -153,6 +157,8 @@ class PipelineConfig:
     stages = 3 if self.backbone == 'resnet_small' else 4
     need(1 <= self.embedding_stages <= stages,
          f'embedding_stages must be 1..{stages} for {self.backbone}, got {self.embedding_stages}')
+    need(self.embedding_pool in ('avg', 'avg_max'),
+         f'embedding_pool must be avg or avg_max, got {self.embedding_pool!r}')
     need(self.head_layers in (2, 3), f'head_layers must be 2 or 3, got {self.head_layers}')
     need(self.lr_scaling in ('linear', 'sqrt'),
          f'lr_scaling must be linear or sqrt, got {self.lr_scaling!r}')

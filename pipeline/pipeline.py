@@ -93,7 +93,7 @@ def create_components(config: PipelineConfig, where: dict | None = None,
       negatives_queue_size=config.negatives_queue_size, precision=config.precision,
       jit_compile=int(config.jit_compile),
       knn_monitor_every_epochs=config.knn_monitor_every_epochs,
-      embedding_stages=config.embedding_stages,
+      embedding_stages=config.embedding_stages, embedding_pool=config.embedding_pool,
       checkpoint_root=where['checkpoints'], keep_checkpoints=config.keep_checkpoints,
       distribution_strategy=config.distribution_strategy)
   evaluator = LinearEvaluator(

@@ -46,6 +46,7 @@ def test_bad_set_values_are_named(pair, message):
     ('eval_percent=100', 'eval_percent must be in 1..99'),
     ('embedding_stages=0', 'embedding_stages must be 1..3 for resnet_small'),
     ('embedding_stages=4', 'embedding_stages must be 1..3 for resnet_small'),
+    ('embedding_pool=sum', 'embedding_pool must be avg or avg_max'),
 ])
 def test_impossible_values_are_refused(pair, message):
   with pytest.raises(ConfigError) as error:
@@ -85,6 +86,8 @@ def test_presets():
   assert cifar.hflip and cifar.precision == 'auto' and cifar.keep_checkpoints == 0
   assert cifar.train_minutes == 28  # the 30-minute pretraining budget, on any CPU
   assert cifar.embedding_stages == 4 and build_config().embedding_stages == 1
+  assert cifar.embedding_pool == 'avg' == build_config().embedding_pool
+  assert build_config(set_args=['embedding_pool=avg_max']).embedding_pool == 'avg_max'
   with pytest.raises(ConfigError, match='train_minutes must be >= 0'):
     build_config(set_args=['train_minutes=-1'])
   with pytest.raises(ConfigError, match='train_crop_size'):

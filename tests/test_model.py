@@ -82,3 +82,28 @@ def test_multi_stage_embedding_is_the_pooled_stages_side_by_side():
                               3).output_shape[0] == (None, 16 + 32 + 64)
   with pytest.raises(ValueError, match='embedding_stages must be 1..3 for resnet_small'):
     model.build_embedder(model.build_encoder('resnet_small', 32), 'resnet_small', 4)
+
+
+def test_avg_max_embedding_adds_each_stages_max_pool_after_the_average_pools():
+  """embedding_pool=avg_max: the average pools as with avg (h last among them), then the same
+  stages' global max pools; still no new weights, and h (what the head trains on) unchanged."""
+  encoder = model.build_encoder('resnet18', 32, 0.25)
+  x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  h = encoder(x, training=False).numpy()
+  embedder = model.build_embedder(encoder, 'resnet18', 2, 'avg_max')
+  assert not embedder.weights[len(encoder.weights):]
+  embedding, h2 = embedder(x, training=False)
+  assert embedding.shape == (2, 2 * (64 + 128))
+  stage3, stage4 = keras.Model(encoder.input, [encoder.get_layer('s3b2_out').output,
+                                               encoder.get_layer('s4b2_out').output])(
+                                                   x, training=False)
+  np.testing.assert_allclose(embedding[:, :64], np.mean(stage3, axis=(1, 2)), atol=1e-5)
+  np.testing.assert_allclose(embedding[:, 64:192], h, atol=1e-6)
+  np.testing.assert_allclose(embedding[:, 192:256], np.max(stage3, axis=(1, 2)), atol=1e-6)
+  np.testing.assert_allclose(embedding[:, 256:], np.max(stage4, axis=(1, 2)), atol=1e-6)
+  np.testing.assert_allclose(h2, h, atol=1e-6)
+  # One stage: h, then the last stage's max pool.
+  one, _ = model.build_embedder(encoder, 'resnet18', 1, 'avg_max')(x, training=False)
+  np.testing.assert_allclose(one, np.concatenate([h, np.max(stage4, axis=(1, 2))], 1), atol=1e-6)
+  with pytest.raises(ValueError, match="embedding pool must be one of"):
+    model.build_embedder(encoder, 'resnet18', 2, 'sum')

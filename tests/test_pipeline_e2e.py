@@ -285,7 +285,8 @@ def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(mnis
   # -1 top-1), so the comparison with the baseline, not the threshold, must refuse it.
   second = runner.run_pipeline(smoke_config(
       mnist_subset, out, warm_start='true', seed=7, precision='mixed_bfloat16',
-      negatives_queue_size=64, bless_max_drop_vs_baseline=-1.0, embedding_stages=2),
+      negatives_queue_size=64, bless_max_drop_vs_baseline=-1.0, embedding_stages=2,
+      embedding_pool='avg_max'),
       engine='local')
   executions = executions_by_component(second['metadata'])
   trainer = executions['SimCLRTrainer']
@@ -310,11 +311,13 @@ def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(mnis
   out_tensors = serve(images=tf.constant([open(digit, 'rb').read()]))
   assert out_tensors['embedding'].dtype == tf.float32  # bfloat16 inside, float32 out
   assert np.isfinite(out_tensors['embedding'].numpy()).all()
-  # embedding_stages=2: the last two stages' pools (resnet_small x0.25: 16 + 32 channels), the
-  # head still on h (32); changing it kept the warm start (no new weights).
-  assert out_tensors['embedding'].shape == (1, 48) and out_tensors['projection'].shape[0] == 1
-  assert (model['properties']['embedding_dim'], model['properties']['embedding_stages']) == (48, 2)
-  assert metrics['embedding_dim'] == 48  # what the probe read
+  # embedding_stages=2, embedding_pool=avg_max: the last two stages' average and max pools
+  # (resnet_small x0.25: 2 x (16 + 32) channels), the head still on h (32); changing them kept
+  # the warm start (no new weights).
+  assert out_tensors['embedding'].shape == (1, 96) and out_tensors['projection'].shape[0] == 1
+  assert (model['properties']['embedding_dim'], model['properties']['embedding_stages'],
+          model['properties']['embedding_pool']) == (96, 2, 'avg_max')
+  assert metrics['embedding_dim'] == 96  # what the probe read
 
 
 def test_float16_with_loss_scaling_and_xla_train_step(mnist_subset, tmp_path):

@@ -23,14 +23,15 @@ def raw_pixel_features(pixels: np.ndarray) -> np.ndarray:
 
 
 def random_encoder_features(pixels_sets, backbone: str, image_size: int,
-                            width_multiplier: float, seed: int = 0, embedding_stages: int = 1):
+                            width_multiplier: float, seed: int = 0, embedding_stages: int = 1,
+                            embedding_pool: str = 'avg'):
   """Embeddings of each array in `pixels_sets` by a freshly initialised encoder (seeded), with
   the inputs standardised per channel by the first set's statistics; the same embedding as the
-  trained model's (embedding_stages), so the comparison is like for like."""
+  trained model's (embedding_stages, embedding_pool), so the comparison is like for like."""
   keras.utils.set_random_seed(seed)
   embedder = model_lib.build_embedder(model_lib.build_encoder(backbone, image_size,
                                                              width_multiplier),
-                                     backbone, embedding_stages)
+                                     backbone, embedding_stages, embedding_pool)
   reference = pixels_sets[0]
   mean = reference.mean(axis=(0, 1, 2), keepdims=True)
   std = reference.std(axis=(0, 1, 2), keepdims=True) + 1e-6

@@ -187,13 +187,16 @@ class Executor(base_executor.BaseExecutor):
     width = model.get_float_custom_property('width_multiplier') or 1.0
     backbone = model.get_string_custom_property('backbone') or 'resnet_small'
     stages = int(model.get_int_custom_property('embedding_stages') or 1)
+    pool = model.get_string_custom_property('embedding_pool') or 'avg'
     random_train, random_eval = baselines.random_encoder_features(
-        [train_px, eval_px], backbone, image_size, width, embedding_stages=stages)
+        [train_px, eval_px], backbone, image_size, width, embedding_stages=stages,
+        embedding_pool=pool)
     random_init = probe.linear_probe(random_train, train_y, random_eval, eval_y)
     return {'raw_pixels': {'linear_top1': raw['top1'], 'pixels': f'{side}x{side}x3',
                            'num_labels': int(len(train_y))},
             'random_init_encoder': {'linear_top1': random_init['top1'], 'backbone': backbone,
                                     'width_multiplier': width, 'embedding_stages': stages,
+                                    'embedding_pool': pool,
                                     'num_labels': int(len(train_y))}}
 
   @staticmethod

@@ -33,6 +33,8 @@ class SimCLRTrainerSpec(types.ComponentSpec):
       # What the exported `embedding` reads: 1 = h (SimCLR's protocol); k = the pooled outputs of
       # the last k stages side by side. Not part of training.
       'embedding_stages': ExecutionParameter(type=int, optional=True),
+      # How each of those stages is pooled: avg (default) or avg_max. Not part of training.
+      'embedding_pool': ExecutionParameter(type=str, optional=True),
       # Stable folder (not the execution's output URI) so a rerun finds its checkpoints.
       'checkpoint_root': ExecutionParameter(type=str),
       # Checkpoints kept (newest first); 0 = all, e.g. to probe the encoder along training.

@@ -134,16 +134,18 @@ class Executor(base_executor.BaseExecutor):
                                          hp['lr_scaling'])
     warmup_steps = int(round(float(hp['warmup_fraction']) * total_steps))
     float16 = precision == 'mixed_float16'
-    # Not a hyper-parameter of training (not in the fingerprint): it only chooses what the
-    # exported embedding reads, so changing it reuses the checkpoints.
+    # Not hyper-parameters of training (not in the fingerprint): they only choose what the
+    # exported embedding reads, so changing them reuses the checkpoints.
     embedding_stages = int(exec_properties.get('embedding_stages') or 1)
+    embedding_pool = str(exec_properties.get('embedding_pool') or 'avg')
     with strategy.scope():
       encoder = model_lib.build_encoder(hp['backbone'], image_size, float(hp['width_multiplier']),
                                         sync_batch_norm=replicas > 1,
                                         any_input_size=crop_size != image_size)
       head = model_lib.build_projection_head(encoder.output_shape[-1], int(hp['projection_dim']),
                                              int(hp['head_layers']), sync_batch_norm=replicas > 1)
-      embedder = model_lib.build_embedder(encoder, hp['backbone'], embedding_stages)
+      embedder = model_lib.build_embedder(encoder, hp['backbone'], embedding_stages,
+                                          embedding_pool)
       # Variables: a time budget (train_minutes) shortens the schedule once the pace is known.
       schedule_warmup = tf.Variable(float(warmup_steps), trainable=False, name='warmup_steps')
       schedule_total = tf.Variable(float(total_steps), trainable=False, name='total_steps')
@@ -268,7 +270,8 @@ class Executor(base_executor.BaseExecutor):
     if precision != 'float32' or crop_size != image_size:
       # float32 compute, and the fixed image_size input that serving and TFLite expect.
       encoder, head = self._float32_copies(encoder, head, hp, image_size)
-      embedder = model_lib.build_embedder(encoder, hp['backbone'], embedding_stages)
+      embedder = model_lib.build_embedder(encoder, hp['backbone'], embedding_stages,
+                                          embedding_pool)
     module = export.EncoderServingModule(encoder, head, tft.TFTransformOutput(transform_graph_uri),
                                          image_size, embedder=embedder)
     export.export_serving_model(module, serving_dir)
@@ -282,6 +285,7 @@ class Executor(base_executor.BaseExecutor):
       artifact.set_string_custom_property('precision', precision)
     model_artifact.set_int_custom_property('embedding_dim', int(embedder.output_shape[0][-1]))
     model_artifact.set_int_custom_property('embedding_stages', embedding_stages)
+    model_artifact.set_string_custom_property('embedding_pool', embedding_pool)
     model_artifact.set_int_custom_property('projection_dim', int(hp['projection_dim']))
     model_artifact.set_int_custom_property('image_size', image_size)
     model_artifact.set_string_custom_property('backbone', hp['backbone'])

@@ -2,9 +2,10 @@
 
 The encoder maps a normalised image batch [B, S, S, 3] to h [B, D] (global average pool of the
 last stage). The embedder reads the same network for the probe and the serving signature's
-`embedding`: h itself (embedding_stages=1, SimCLR's protocol) or the global average pools of the
-last few stages side by side (build_embedder). The head maps h to z
-[B, projection_dim] (an MLP with batch norm, as in the paper); only the loss sees z.
+`embedding`: h itself (embedding_stages=1, SimCLR's protocol) or the global average pools (and
+with pool='avg_max' the global max pools) of the last few stages side by side (build_embedder).
+The head maps h to z [B, projection_dim] (an MLP with batch norm, as in the paper); only the
+loss sees z.
 """
 from __future__ import annotations
 
@@ -100,26 +101,39 @@ def stage_count(backbone: str) -> int:
   return len(_ARCHS[backbone][1])
 
 
-def build_embedder(encoder: keras.Model, backbone: str, embedding_stages: int = 1) -> keras.Model:
+POOLS = ('avg', 'avg_max')
+
+
+def build_embedder(encoder: keras.Model, backbone: str, embedding_stages: int = 1,
+                   pool: str = 'avg') -> keras.Model:
   """encoder input -> [embedding, h]: h feeds the projection head; the embedding is what the
-  probe, kNN and serving read. embedding_stages=k concatenates the global average pools of the
-  last k stages' outputs (k=1: the embedding is h). A short pretraining leaves the later stages
-  least trained, and the earlier stages' pooled features still separate classes: on the cifar
-  preset's model, k=4 gave the protocol probe 2.0 points over h (docs/benchmarks.md). No new
-  weights."""
+  probe, kNN and serving read. embedding_stages=k reads the last k stages' outputs (k=1: the
+  last stage only); pool='avg' takes each one's global average pool (k=1: the embedding is h),
+  'avg_max' also its global max pool (all average pools first, then all max pools). A short
+  pretraining leaves the later stages least trained, and the earlier stages' pooled features
+  still separate classes: on the cifar preset's model, k=4 gave the protocol probe 2.0 points
+  over h, and adding the max pools 1.2 more (docs/benchmarks.md). Both pools ignore where in
+  the frame a feature fires. No new weights."""
   stages = stage_count(backbone)
   if not 1 <= embedding_stages <= stages:
     raise ValueError(f'embedding_stages must be 1..{stages} for {backbone}, got {embedding_stages}')
+  if pool not in POOLS:
+    raise ValueError(f'embedding pool must be one of {POOLS}, got {pool!r}')
   h = encoder.output
-  if embedding_stages == 1:
+  if embedding_stages == 1 and pool == 'avg':
     return keras.Model(encoder.input, [h, h], name='embedder')
   blocks = _ARCHS[backbone][1]
-  pools = []
-  for stage in range(stages - embedding_stages, stages - 1):
-    features = encoder.get_layer(f's{stage + 1}b{blocks[stage]}_out').output
-    pools.append(layers.GlobalAveragePooling2D(name=f'embedding_s{stage + 1}',
-                                               dtype='float32')(features))
-  embedding = layers.Concatenate(name='embedding_stages', dtype='float32')(pools + [h])
+  maps = [encoder.get_layer(f's{stage + 1}b{blocks[stage]}_out').output
+          for stage in range(stages - embedding_stages, stages)]
+  # The last stage's average pool is h itself (the encoder's own output layer).
+  pools = [layers.GlobalAveragePooling2D(name=f'embedding_s{stages - embedding_stages + i + 1}',
+                                         dtype='float32')(features)
+           for i, features in enumerate(maps[:-1])] + [h]
+  if pool == 'avg_max':
+    pools += [layers.GlobalMaxPooling2D(name=f'embedding_max_s{stages - embedding_stages + i + 1}',
+                                        dtype='float32')(features)
+              for i, features in enumerate(maps)]
+  embedding = layers.Concatenate(name='embedding_stages', dtype='float32')(pools)
   return keras.Model(encoder.input, [embedding, h], name='embedder')
 
 
