@@ -155,8 +155,8 @@ def main() -> None:
                                 for i in range(0, len(x), 500)]) for x in x_sets]
     result = validated_protocol_probe(embedded[:train_sets], train_y, embedded[train_sets:],
                                       test_y, is_val)
-    result.update(embedding_stages=stages, embedding_pool=args.pool, numbers=int(embedded[0].shape[1]),
-                  train_views=train_sets, embed_size=image_size,
+    result.update(embedding_stages=stages, embedding_pool=args.pool,
+                  numbers=int(embedded[0].shape[1]), train_views=train_sets, embed_size=image_size,
                   recalibrated_bn_on=args.recalibrate_bn,
                   seconds=round(time.time() - started))
     results.append(result)
