@@ -157,8 +157,8 @@ class PipelineConfig:
     stages = 3 if self.backbone == 'resnet_small' else 4
     need(1 <= self.embedding_stages <= stages,
          f'embedding_stages must be 1..{stages} for {self.backbone}, got {self.embedding_stages}')
-    need(self.embedding_pool in ('avg', 'avg_max'),
-         f'embedding_pool must be avg or avg_max, got {self.embedding_pool!r}')
+    need(self.embedding_pool in EMBEDDING_POOLS,
+         f'embedding_pool must be {" or ".join(EMBEDDING_POOLS)}, got {self.embedding_pool!r}')
     need(self.head_layers in (2, 3), f'head_layers must be 2 or 3, got {self.head_layers}')
     need(self.lr_scaling in ('linear', 'sqrt'),
          f'lr_scaling must be linear or sqrt, got {self.lr_scaling!r}')
@@ -233,6 +233,8 @@ class PipelineConfig:
 BACKBONES = ('resnet_small', 'resnet18', 'resnet34', 'resnet50')
 OPTIMIZERS = ('lars', 'sgd', 'adamw')
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker_mirrored')
+# model.POOLS, kept here so the config is checked without importing Keras (a test pins the two).
+EMBEDDING_POOLS = ('avg', 'avg_max')
 
 # Named presets: partial overrides applied on top of the defaults (before --config / --set).
 PRESETS: Dict[str, Dict[str, Any]] = {

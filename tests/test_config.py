@@ -136,3 +136,11 @@ def test_embedding_stages_bound_matches_each_backbones_stage_count():
     build_config(set_args=[f'backbone={backbone}', f'embedding_stages={stages}'])
     with pytest.raises(ConfigError, match=f'embedding_stages must be 1..{stages}'):
       build_config(set_args=[f'backbone={backbone}', f'embedding_stages={stages + 1}'])
+
+
+def test_embedding_pool_choices_match_the_models():
+  """The config checks embedding_pool without importing Keras; its choices must be the ones
+  model.build_embedder accepts, or a valid value would fail only inside the trainer."""
+  from components.simclr_trainer import model
+  from pipeline.config import EMBEDDING_POOLS
+  assert EMBEDDING_POOLS == model.POOLS

@@ -112,8 +112,9 @@ def build_embedder(encoder: keras.Model, backbone: str, embedding_stages: int = 
   'avg_max' also its global max pool (all average pools first, then all max pools). A short
   pretraining leaves the later stages least trained, and the earlier stages' pooled features
   still separate classes: on the cifar preset's model, k=4 gave the protocol probe 2.0 points
-  over h, and adding the max pools 1.2 more (docs/benchmarks.md). Both pools ignore where in
-  the frame a feature fires. No new weights."""
+  over h; adding the max pools gave +0.3 on average over three models, within run-to-run
+  noise, so no preset uses them (docs/benchmarks.md). Both pools ignore where in the frame a
+  feature fires. No new weights."""
   stages = stage_count(backbone)
   if not 1 <= embedding_stages <= stages:
     raise ValueError(f'embedding_stages must be 1..{stages} for {backbone}, got {embedding_stages}')
@@ -123,16 +124,14 @@ def build_embedder(encoder: keras.Model, backbone: str, embedding_stages: int = 
   if embedding_stages == 1 and pool == 'avg':
     return keras.Model(encoder.input, [h, h], name='embedder')
   blocks = _ARCHS[backbone][1]
-  maps = [encoder.get_layer(f's{stage + 1}b{blocks[stage]}_out').output
-          for stage in range(stages - embedding_stages, stages)]
+  chosen = range(stages - embedding_stages, stages)
+  maps = {s: encoder.get_layer(f's{s + 1}b{blocks[s]}_out').output for s in chosen}
   # The last stage's average pool is h itself (the encoder's own output layer).
-  pools = [layers.GlobalAveragePooling2D(name=f'embedding_s{stages - embedding_stages + i + 1}',
-                                         dtype='float32')(features)
-           for i, features in enumerate(maps[:-1])] + [h]
+  pools = [layers.GlobalAveragePooling2D(name=f'embedding_s{s + 1}', dtype='float32')(maps[s])
+           for s in chosen[:-1]] + [h]
   if pool == 'avg_max':
-    pools += [layers.GlobalMaxPooling2D(name=f'embedding_max_s{stages - embedding_stages + i + 1}',
-                                        dtype='float32')(features)
-              for i, features in enumerate(maps)]
+    pools += [layers.GlobalMaxPooling2D(name=f'embedding_max_s{s + 1}', dtype='float32')(maps[s])
+              for s in chosen]
   embedding = layers.Concatenate(name='embedding_stages', dtype='float32')(pools)
   return keras.Model(encoder.input, [embedding, h], name='embedder')
 
