@@ -247,6 +247,7 @@ def main() -> None:
       'probe_top1': round(protocol['top1'], 4), 'plain_probe_top1': round(final['top1'], 4),
       'protocol_probe': protocol, 'protocol_probe_h_top1': round(protocol_h['top1'], 4),
       'embedding_stages': stages, 'embedding_pool': pool,
+      'contrastive_loss': props.get('contrastive_loss') or 'nt_xent',
       'embedding_dim': protocol['embedding_dim'],
       'knn_top1': round(knn, 4),
       'raw_pixels_top1': round(raw['top1'], 4), 'random_init_top1': round(random_init['top1'], 4),
@@ -293,7 +294,8 @@ def write_doc(result: dict) -> None:
       f'{result["cpu"]}, TF {tf.__version__}; command: '
       f'`make bench-quality`. Preset `{result["preset"]}`: {result["backbone"]} '
       f'x{result["width_multiplier"]:g} in {result["precision"] or "?"}, '
-      f'{result["train_steps"]} steps; pretraining '
+      f'{result["train_steps"]} steps, loss {result.get("contrastive_loss", "nt_xent")}; '
+      f'pretraining '
       f'{result["pretrain_minutes"]} min, whole run {result["run_minutes"]} min. '
       f'Embedding: {result["embedding_dim"]} numbers (embedding_stages='
       f'{result["embedding_stages"]}, embedding_pool={pool}).',

@@ -74,9 +74,12 @@ class PipelineConfig:
   train_steps: int = 0  # > 0 overrides epochs
   # > 0: pretraining fits in this many minutes on the machine that trains. After the first 23
   # steps the measured pace fixes the step count (at most epochs' worth) and the schedule's
-  # warmup and decay to it; a slower stretch later stops training at the budget.
+  # warmup and decay to it, and at step 123 the pace over 120 steps fixes them once more; a
+  # slower stretch later stops training at the budget.
   train_minutes: float = 0.0
   temperature: float = 0.2
+  # nt_xent (SimCLR) | dcl: the decoupled form, with the positive left out of the denominator.
+  contrastive_loss: str = 'nt_xent'
   optimizer: str = 'lars'  # lars | sgd | adamw
   learning_rate: float = 1.0  # base rate, scaled by lr_scaling
   lr_scaling: str = 'linear'  # linear: base*batch/256 | sqrt: base*sqrt(batch)
@@ -175,6 +178,8 @@ class PipelineConfig:
     need(self.train_minutes >= 0,
          f'train_minutes must be >= 0 (0 = no time budget), got {self.train_minutes}')
     need(self.temperature > 0, f'temperature must be > 0, got {self.temperature}')
+    need(self.contrastive_loss in CONTRASTIVE_LOSSES,
+         f'contrastive_loss must be one of {CONTRASTIVE_LOSSES}, got {self.contrastive_loss!r}')
     need(self.optimizer in OPTIMIZERS,
          f'optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}')
     need(self.distribution_strategy in STRATEGIES,
@@ -235,6 +240,7 @@ OPTIMIZERS = ('lars', 'sgd', 'adamw')
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker_mirrored')
 # model.POOLS, kept here so the config is checked without importing Keras (a test pins the two).
 EMBEDDING_POOLS = ('avg', 'avg_max')
+CONTRASTIVE_LOSSES = ('nt_xent', 'dcl')  # losses.CONTRASTIVE_LOSSES, pinned by the same test
 
 # Named presets: partial overrides applied on top of the defaults (before --config / --set).
 PRESETS: Dict[str, Dict[str, Any]] = {

@@ -47,6 +47,7 @@ def test_bad_set_values_are_named(pair, message):
     ('embedding_stages=0', 'embedding_stages must be 1..3 for resnet_small'),
     ('embedding_stages=4', 'embedding_stages must be 1..3 for resnet_small'),
     ('embedding_pool=sum', 'embedding_pool must be avg or avg_max'),
+    ('contrastive_loss=infonce', "contrastive_loss must be one of ('nt_xent', 'dcl')"),
 ])
 def test_impossible_values_are_refused(pair, message):
   with pytest.raises(ConfigError) as error:
@@ -144,3 +145,9 @@ def test_embedding_pool_choices_match_the_models():
   from components.simclr_trainer import model
   from pipeline.config import EMBEDDING_POOLS
   assert EMBEDDING_POOLS == model.POOLS
+
+
+def test_contrastive_loss_choices_match_the_losses():
+  from components.simclr_trainer import losses
+  from pipeline.config import CONTRASTIVE_LOSSES
+  assert CONTRASTIVE_LOSSES == losses.CONTRASTIVE_LOSSES

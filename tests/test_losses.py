@@ -102,3 +102,30 @@ def test_gradient_matches_finite_differences_of_the_reference():
       minus[i, j] -= eps
       numeric[i, j] = (reference_nt_xent(plus, z_b, t) - reference_nt_xent(minus, z_b, t)) / (2 * eps)
   np.testing.assert_allclose(analytic, numeric, atol=2e-4, rtol=1e-3)
+
+
+def reference_dcl(z_a, z_b, temperature):
+  """The decoupled loss (Yeh et al. 2022): NT-Xent with the positive left out of the
+  denominator, in float64."""
+  z = np.concatenate([z_a, z_b]).astype(np.float64)
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  n2 = len(z)
+  sim = z @ z.T / temperature
+  total = 0.0
+  for i in range(n2):
+    positive = (i + n2 // 2) % n2
+    negatives = sum(np.exp(sim[i, k]) for k in range(n2) if k not in (i, positive))
+    total += -sim[i, positive] + np.log(negatives)
+  return total / n2
+
+
+@pytest.mark.parametrize('n,d,temperature', [(2, 3, 0.5), (8, 16, 0.1), (32, 8, 1.0)])
+def test_decoupled_matches_its_formula(n, d, temperature):
+  rng = np.random.default_rng(n * 5 + d)
+  z_a, z_b = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+  got = float(losses.nt_xent_loss(tf.constant(z_a, tf.float32), tf.constant(z_b, tf.float32),
+                                  temperature, decoupled=True))
+  assert got == pytest.approx(reference_dcl(z_a, z_b, temperature), rel=1e-4, abs=1e-5)
+  # Leaving the positive out always lowers the loss: log(a + b) > log(b).
+  assert got < float(losses.nt_xent_loss(tf.constant(z_a, tf.float32),
+                                         tf.constant(z_b, tf.float32), temperature))

@@ -320,13 +320,17 @@ def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(mnis
   assert metrics['embedding_dim'] == 96  # what the probe read
 
 
-def test_float16_with_loss_scaling_and_xla_train_step(mnist_subset, tmp_path):
+def test_float16_with_loss_scaling_and_xla_train_step_on_the_decoupled_loss(mnist_subset,
+                                                                              tmp_path):
   summary = runner.run_pipeline(smoke_config(
       mnist_subset, tmp_path / 'fp16', precision='mixed_float16', jit_compile='true',
-      optimizer='sgd', lr_scaling='sqrt', learning_rate=0.05, head_layers=3), engine='local')
+      optimizer='sgd', lr_scaling='sqrt', learning_rate=0.05, head_layers=3,
+      contrastive_loss='dcl'), engine='local')
   trainer = executions_by_component(summary['metadata'])['SimCLRTrainer']
   assert trainer['state'] == 'COMPLETE'
-  assert np.isfinite(trainer['outputs']['model'][0]['properties']['final_loss'])
+  model = trainer['outputs']['model'][0]
+  assert np.isfinite(model['properties']['final_loss'])
+  assert model['properties']['contrastive_loss'] == 'dcl'
   assert summary['pushed']
 
 

@@ -19,6 +19,8 @@ class SimCLRTrainerSpec(types.ComponentSpec):
       # > 0: pretraining fits in this many minutes (the step count is set from the measured pace).
       'train_minutes': ExecutionParameter(type=float),
       'temperature': ExecutionParameter(type=float),
+      # nt_xent (default) or dcl. Optional, so pipelines compiled before it still run.
+      'contrastive_loss': ExecutionParameter(type=str, optional=True),
       'optimizer': ExecutionParameter(type=str),
       'learning_rate': ExecutionParameter(type=float),
       'lr_scaling': ExecutionParameter(type=str),

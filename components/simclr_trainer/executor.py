@@ -98,6 +98,11 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict, output_dict, exec_properties):
     io_utils.make_output_dirs(output_dict)
     hp = {k: exec_properties[k] for k in HYPERPARAMETERS}
+    # Added after the others: in the fingerprint only when not the default, so runs started
+    # before it existed still find their checkpoints.
+    contrastive_loss = exec_properties.get('contrastive_loss') or 'nt_xent'
+    if contrastive_loss != 'nt_xent':
+      hp['contrastive_loss'] = contrastive_loss
     # hp keeps the configured value ('auto' included) for the fingerprint: a resume on another
     # machine finds the same checkpoints, which load under any policy (variables are float32).
     precision = hardware.training_precision(hp['precision'])
@@ -198,7 +203,8 @@ class Executor(base_executor.BaseExecutor):
     train_step = step_lib.make_train_step(
         strategy, encoder, head, optimizer, variables, temperature, queue=queue,
         queue_filled=queue_filled, queue_size=queue_size, float16=float16,
-        jit_compile=bool(hp['jit_compile']))
+        jit_compile=bool(hp['jit_compile']),
+        contrastive_loss=hp.get('contrastive_loss', 'nt_xent'))
 
     monitor_every = int(exec_properties.get('knn_monitor_every_epochs') or 0) * steps_per_epoch
     knn_data = self._knn_data(train_uri, eval_uri, image_size) if monitor_every else None
@@ -206,9 +212,11 @@ class Executor(base_executor.BaseExecutor):
     writer = tf.summary.create_file_writer(model_run.uri)
     log_every = max(1, min(50, total_steps // 20))
     logging.info('SimCLRTrainer: %d train images, batch %d, %d steps (%.1f epochs) on %d '
-                 'replica(s), %s, %d px crops (served at %d px), peak lr %.4g, checkpoints in %s',
+                 'replica(s), %s, %d px crops (served at %d px), peak lr %.4g, %s loss at '
+                 'temperature %g, checkpoints in %s',
                  num_train, batch_size, total_steps, total_steps / steps_per_epoch, replicas,
-                 precision, crop_size, image_size, peak_lr, ckpt_dir)
+                 precision, crop_size, image_size, peak_lr, hp.get('contrastive_loss', 'nt_xent'),
+                 temperature, ckpt_dir)
     window_start, window_steps, started = time.time(), 0, time.time()
     loss = acc = gnorm = tf.constant(float('nan'))
     knn = None
@@ -289,6 +297,8 @@ class Executor(base_executor.BaseExecutor):
     model_artifact.set_int_custom_property('projection_dim', int(hp['projection_dim']))
     model_artifact.set_int_custom_property('image_size', image_size)
     model_artifact.set_string_custom_property('backbone', hp['backbone'])
+    model_artifact.set_string_custom_property('contrastive_loss',
+                                              hp.get('contrastive_loss', 'nt_xent'))
     model_artifact.set_float_custom_property('width_multiplier', float(hp['width_multiplier']))
     model_artifact.set_float_custom_property('final_loss', final_loss)
     if knn is not None:

@@ -6,7 +6,11 @@ samples. The loss is the mean over all 2N anchors of
 
     -log( exp(sim(i, pos) / t) / sum_{k != i} exp(sim(i, k) / t) )
 
-with sim the cosine similarity. Under tf.distribute, negatives come from every replica: each
+with sim the cosine similarity. The decoupled form (DCL, Yeh et al. 2022) drops the positive
+from the denominator, sum_{k != i, pos}: with it there, an easy positive shrinks every negative's
+gradient, which slows learning most at small batches and early in training.
+
+Under tf.distribute, negatives come from every replica: each
 replica's anchors see the global batch, and the value returned on a replica is the mean over its
 own 2N anchors, so the strategy's MEAN reduction of it is the global-batch loss.
 """
@@ -27,12 +31,16 @@ def _cross_replica_concat(tensor: tf.Tensor, ctx: tf.distribute.ReplicaContext) 
   return tf.reshape(gathered, tf.concat([[-1], tf.shape(tensor)[1:]], axis=0))
 
 
+CONTRASTIVE_LOSSES = ('nt_xent', 'dcl')
+
+
 def nt_xent_loss(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float,
-                 negatives: tf.Tensor | None = None) -> tf.Tensor:
+                 negatives: tf.Tensor | None = None, decoupled: bool = False) -> tf.Tensor:
   """Mean NT-Xent loss over all 2N anchors. z_a, z_b: [N, d]. Computed in float32.
 
   `negatives` ([Q, d], optional) are extra negatives for every anchor, e.g. a MoCo-style queue
-  of projections from earlier steps; they receive no gradient.
+  of projections from earlier steps; they receive no gradient. `decoupled`: the DCL form, with
+  the positive left out of the denominator.
   """
   z_a = tf.math.l2_normalize(tf.cast(z_a, tf.float32), axis=1)
   z_b = tf.math.l2_normalize(tf.cast(z_b, tf.float32), axis=1)
@@ -62,8 +70,15 @@ def nt_xent_loss(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float,
     blocks_b.append(tf.matmul(z_b, queue, transpose_b=True) * inv_t)
     width += tf.shape(queue)[0]
   labels = tf.one_hot(positives, width)  # positive sits in the first (cross-view) block
-  loss_a = tf.nn.softmax_cross_entropy_with_logits(labels, tf.concat(blocks_a, 1))
-  loss_b = tf.nn.softmax_cross_entropy_with_logits(labels, tf.concat(blocks_b, 1))
+  logits_a, logits_b = tf.concat(blocks_a, 1), tf.concat(blocks_b, 1)
+  if decoupled:  # -sim(i, pos)/t + log sum over the negatives alone
+    loss_a = (tf.reduce_logsumexp(logits_a - labels * _LARGE, axis=1)
+              - tf.reduce_sum(labels * logits_a, axis=1))
+    loss_b = (tf.reduce_logsumexp(logits_b - labels * _LARGE, axis=1)
+              - tf.reduce_sum(labels * logits_b, axis=1))
+  else:
+    loss_a = tf.nn.softmax_cross_entropy_with_logits(labels, logits_a)
+    loss_b = tf.nn.softmax_cross_entropy_with_logits(labels, logits_b)
   return tf.reduce_mean(tf.concat([loss_a, loss_b], axis=0))
 
 

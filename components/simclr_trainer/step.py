@@ -1,4 +1,5 @@
-"""The SimCLR train step: both views through f and g, NT-Xent, one optimiser update.
+"""The SimCLR train step: both views through f and g, NT-Xent (or its decoupled form), one
+optimiser update.
 
 Built here, outside the executor, so the benchmark times exactly the step the trainer runs.
 """
@@ -11,17 +12,23 @@ from components.simclr_trainer import losses
 
 def make_train_step(strategy: tf.distribute.Strategy, encoder, head, optimizer, variables,
                     temperature: float, *, queue=None, queue_filled=None, queue_size: int = 0,
-                    float16: bool = False, jit_compile: bool = False):
+                    float16: bool = False, jit_compile: bool = False,
+                    contrastive_loss: str = 'nt_xent'):
   """Returns train_step(views) -> (mean loss, mean contrastive accuracy, gradient norm), a
   tf.function over a distributed batch of (view_a, view_b)."""
   replicas = strategy.num_replicas_in_sync
+  if contrastive_loss not in losses.CONTRASTIVE_LOSSES:
+    raise ValueError(f'contrastive_loss must be one of {losses.CONTRASTIVE_LOSSES}, '
+                     f'got {contrastive_loss!r}')
+  decoupled = contrastive_loss == 'dcl'
 
   def replica_step(view_a, view_b):
     with tf.GradientTape() as tape:
       z_a = head(encoder(view_a, training=True), training=True)
       z_b = head(encoder(view_b, training=True), training=True)
       negatives = queue[:queue_filled] if queue_size else None
-      loss = losses.nt_xent_loss(z_a, z_b, temperature, negatives=negatives)
+      loss = losses.nt_xent_loss(z_a, z_b, temperature, negatives=negatives,
+                                 decoupled=decoupled)
       scaled = loss / replicas  # gradients are summed over replicas
       if float16:
         scaled = optimizer.scale_loss(scaled)
