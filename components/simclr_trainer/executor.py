@@ -35,6 +35,10 @@ TIMELINE_FILE = 'timeline.json'
 # A time budget measures the pace over these steps (after the first, which traces the step)
 # and then fixes the step count, so the schedule still warms up and decays to 0 in the budget.
 _PACE_FROM_STEP, _PACE_STEPS = 3, 20
+# ... and plans once more over a longer window, while the rate is still near its peak: the
+# first steps can run slower than the rest (caches filling, a busy neighbour), and a plan
+# from them alone left minutes of the budget unused.
+_REPLAN_STEPS = 100
 
 
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker_mirrored')
@@ -195,6 +199,8 @@ class Executor(base_executor.BaseExecutor):
       schedule_warmup.assign(float(timeline['planned_warmup_steps']))
     plan_at = (start_step + _PACE_FROM_STEP + _PACE_STEPS
                if budget_seconds and not timeline.get('planned_steps') else None)
+    replan_at = plan_at + _REPLAN_STEPS if plan_at else None
+    max_steps = total_steps  # the configured epochs: no plan goes beyond them
 
     data = dv_dataset.dual_view_dataset(train_uri, policy, batch_size, int(hp['seed']),
                                         start_step=start_step)
@@ -230,11 +236,12 @@ class Executor(base_executor.BaseExecutor):
       spent = timeline['train_seconds'] + time.time() - started
       if done == start_step + _PACE_FROM_STEP:
         pace_started = time.time()
-      if done == plan_at and done < total_steps:
+      if done in (plan_at, replan_at) and done < total_steps:
+        paced = done - start_step - _PACE_FROM_STEP
         total_steps = self._plan_time_budget(
-            done, total_steps, budget_seconds - spent, (time.time() - pace_started) / _PACE_STEPS,
-            float(hp['warmup_fraction']), schedule_warmup, schedule_total, steps_per_epoch,
-            timeline, timeline_path)
+            done, max_steps, budget_seconds - spent, (time.time() - pace_started) / paced,
+            paced, float(hp['warmup_fraction']), schedule_warmup, schedule_total,
+            steps_per_epoch, timeline, timeline_path)
         log_every = max(1, min(50, total_steps // 20))
       out_of_time = bool(budget_seconds) and spent >= budget_seconds and done < total_steps
       if out_of_time:  # slower than planned (a busy machine): stop at the budget, as promised
@@ -308,12 +315,12 @@ class Executor(base_executor.BaseExecutor):
                  'tensorboard --logdir %s', train_seconds, final_loss, serving_dir, model_run.uri)
 
   @staticmethod
-  def _plan_time_budget(done, total_steps, seconds_left, seconds_per_step, warmup_fraction,
-                        schedule_warmup, schedule_total, steps_per_epoch, timeline,
-                        timeline_path) -> int:
+  def _plan_time_budget(done, max_steps, seconds_left, seconds_per_step, paced_steps,
+                        warmup_fraction, schedule_warmup, schedule_total, steps_per_epoch,
+                        timeline, timeline_path) -> int:
     """Fits the step count (and the schedule) to the time budget at the measured pace, and
     records the plan so that a resume keeps it."""
-    planned = optim.steps_within_budget(done, total_steps, seconds_left, seconds_per_step)
+    planned = optim.steps_within_budget(done, max_steps, seconds_left, seconds_per_step)
     warmup = float(round(warmup_fraction * planned))
     schedule_total.assign(float(planned))
     schedule_warmup.assign(warmup)
@@ -321,9 +328,9 @@ class Executor(base_executor.BaseExecutor):
     tf.io.gfile.makedirs(os.path.dirname(timeline_path))  # before the first checkpoint
     io_utils.write_json(timeline_path, timeline)
     logging.info('SimCLRTrainer: time budget: %.2f s/step measured over %d steps, %.1f min '
-                 'left: %d steps (%.1f epochs)%s', seconds_per_step, _PACE_STEPS,
+                 'left: %d steps (%.1f epochs)%s', seconds_per_step, paced_steps,
                  seconds_left / 60, planned, planned / steps_per_epoch,
-                 '' if planned < total_steps else ' = all the configured epochs')
+                 '' if planned < max_steps else ' = all the configured epochs')
     return planned
 
   @staticmethod
