@@ -74,8 +74,8 @@ class PipelineConfig:
   train_steps: int = 0  # > 0 overrides epochs
   # > 0: pretraining fits in this many minutes on the machine that trains. After the first 23
   # steps the measured pace fixes the step count (at most epochs' worth) and the schedule's
-  # warmup and decay to it, and at step 123 the pace over 120 steps fixes them once more; a
-  # slower stretch later stops training at the budget.
+  # warmup and decay to it, and at step 123 the pace of steps 24 to 123 fixes them once more;
+  # a slower stretch later stops training at the budget.
   train_minutes: float = 0.0
   temperature: float = 0.2
   # nt_xent (SimCLR) | dcl: the decoupled form, with the positive left out of the denominator.

@@ -26,8 +26,9 @@ def test_time_budget_fits_the_steps_and_records_the_plan(mnist_subset, tmp_path)
       r'time budget: [\d.]+ s/step measured over (\d+) steps, [\d.]+ min left: (\d+) steps',
       log)]
   assert plans[0][0] == 20 and 23 < plans[0][1] < EPOCH_STEPS, log[-3000:]
-  # Planned again at step 123 over the 120 steps after the first 3, if the run got there.
-  assert plans[1:] == ([] if plans[0][1] <= 123 else [(120, plans[1][1])])
+  # Planned again at step 123 from the pace of the 100 steps after the first plan, if the run
+  # got there.
+  assert plans[1:] == ([] if plans[0][1] <= 123 else [(100, plans[1][1])])
   planned = plans[-1][1]
   assert 23 < planned < EPOCH_STEPS
 
