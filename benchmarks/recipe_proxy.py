@@ -115,7 +115,8 @@ def views(train_uri: str, policy: dict, batch_size: int):
 
 
 def make_trainer(backbone: str, image_size: int, width: float, head_layers: int, peak_lr: float,
-                 warmup_steps: int, total_steps: int, temperature: float):
+                 warmup_steps: int, total_steps: int, temperature: float,
+                 jit_compile: bool = False):
   """(encoder, train_step) from the trainer's own pieces: an encoder that takes crops of any
   size, the projection head, LARS on warmup-cosine, and step.make_train_step, under the
   current dtype policy."""
@@ -126,7 +127,8 @@ def make_trainer(backbone: str, image_size: int, width: float, head_layers: int,
   variables = encoder.trainable_variables + head.trainable_variables
   optimizer.build(variables)
   return encoder, step_lib.make_train_step(tf.distribute.get_strategy(), encoder, head,
-                                           optimizer, variables, temperature)
+                                           optimizer, variables, temperature,
+                                           jit_compile=jit_compile)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ speed" was measured; about a minute per pair on 2 cores.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -33,6 +34,9 @@ def main() -> None:
   parser.add_argument('--batch-sizes', default='128,256,512')
   parser.add_argument('--crop-sizes', default='16')
   parser.add_argument('--images', type=int, default=4096, help='images timed per pair')
+  parser.add_argument('--jit-compile', action='store_true', help='XLA for the step')
+  parser.add_argument('--fixed-views', action='store_true',
+                      help='time the step on one batch of views, without the input pipeline')
   args = parser.parse_args()
   train_uri, policy, _, _ = recipe_proxy.run_artifacts(args.run)
   preset = config_lib.build_config(preset='cifar')
@@ -44,16 +48,20 @@ def main() -> None:
           preset.backbone, int(policy['image_size']), preset.width_multiplier,
           preset.head_layers,
           optim.scaled_learning_rate(preset.learning_rate, batch, preset.lr_scaling), 10, 1000,
-          preset.temperature)
+          preset.temperature, jit_compile=args.jit_compile)
       data = recipe_proxy.views(train_uri, dict(policy, crop_size=crop), batch)
+      if args.fixed_views:
+        data = itertools.repeat(next(data))
       for _ in range(5):
         train_step(next(data))
       steps = max(8, args.images // batch)
       started = time.time()
       for _ in range(steps):
-        train_step(next(data))
+        loss, _, _ = train_step(next(data))
+      float(loss)  # waits for the last step
       rate = steps * batch / (time.time() - started)
       print(json.dumps({'crop_size': crop, 'batch_size': batch, 'precision': precision,
+                        'jit_compile': args.jit_compile, 'fixed_views': args.fixed_views,
                         'steps': steps, 'images_per_second': round(rate, 1)}), flush=True)
 
 
