@@ -193,6 +193,7 @@ class Executor(base_executor.BaseExecutor):
       logging.info('SimCLRTrainer: warm start from the latest blessed model %s', warm_from)
     start_step = int(step_var)
     temperature = float(hp['temperature'])
+    contrastive_loss = hp.get('contrastive_loss', 'nt_xent')  # only non-defaults are in hp
     budget_seconds = float(hp['train_minutes']) * 60
     if budget_seconds and timeline.get('planned_steps'):  # a resumed time-budget run keeps its plan
       total_steps = int(timeline['planned_steps'])
@@ -211,7 +212,7 @@ class Executor(base_executor.BaseExecutor):
         strategy, encoder, head, optimizer, variables, temperature, queue=queue,
         queue_filled=queue_filled, queue_size=queue_size, float16=float16,
         jit_compile=bool(hp['jit_compile']),
-        contrastive_loss=hp.get('contrastive_loss', 'nt_xent'))
+        contrastive_loss=contrastive_loss)
 
     monitor_every = int(exec_properties.get('knn_monitor_every_epochs') or 0) * steps_per_epoch
     knn_data = self._knn_data(train_uri, eval_uri, image_size) if monitor_every else None
@@ -222,8 +223,8 @@ class Executor(base_executor.BaseExecutor):
                  'replica(s), %s, %d px crops (served at %d px), peak lr %.4g, %s loss at '
                  'temperature %g, checkpoints in %s',
                  num_train, batch_size, total_steps, total_steps / steps_per_epoch, replicas,
-                 precision, crop_size, image_size, peak_lr, hp.get('contrastive_loss', 'nt_xent'),
-                 temperature, ckpt_dir)
+                 precision, crop_size, image_size, peak_lr, contrastive_loss, temperature,
+                 ckpt_dir)
     window_start, window_steps, started = time.time(), 0, time.time()
     loss = acc = gnorm = tf.constant(float('nan'))
     knn = None
@@ -306,8 +307,7 @@ class Executor(base_executor.BaseExecutor):
     model_artifact.set_int_custom_property('projection_dim', int(hp['projection_dim']))
     model_artifact.set_int_custom_property('image_size', image_size)
     model_artifact.set_string_custom_property('backbone', hp['backbone'])
-    model_artifact.set_string_custom_property('contrastive_loss',
-                                              hp.get('contrastive_loss', 'nt_xent'))
+    model_artifact.set_string_custom_property('contrastive_loss', contrastive_loss)
     model_artifact.set_float_custom_property('width_multiplier', float(hp['width_multiplier']))
     model_artifact.set_float_custom_property('final_loss', final_loss)
     if knn is not None:

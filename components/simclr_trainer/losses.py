@@ -70,16 +70,15 @@ def nt_xent_loss(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float,
     blocks_b.append(tf.matmul(z_b, queue, transpose_b=True) * inv_t)
     width += tf.shape(queue)[0]
   labels = tf.one_hot(positives, width)  # positive sits in the first (cross-view) block
-  logits_a, logits_b = tf.concat(blocks_a, 1), tf.concat(blocks_b, 1)
-  if decoupled:  # -sim(i, pos)/t + log sum over the negatives alone
-    loss_a = (tf.reduce_logsumexp(logits_a - labels * _LARGE, axis=1)
-              - tf.reduce_sum(labels * logits_a, axis=1))
-    loss_b = (tf.reduce_logsumexp(logits_b - labels * _LARGE, axis=1)
-              - tf.reduce_sum(labels * logits_b, axis=1))
-  else:
-    loss_a = tf.nn.softmax_cross_entropy_with_logits(labels, logits_a)
-    loss_b = tf.nn.softmax_cross_entropy_with_logits(labels, logits_b)
-  return tf.reduce_mean(tf.concat([loss_a, loss_b], axis=0))
+
+  def anchor_losses(logits):
+    if decoupled:  # -sim(i, pos)/t + log sum over the negatives alone
+      return (tf.reduce_logsumexp(logits - labels * _LARGE, axis=1)
+              - tf.reduce_sum(labels * logits, axis=1))
+    return tf.nn.softmax_cross_entropy_with_logits(labels, logits)
+
+  return tf.reduce_mean(tf.concat([anchor_losses(tf.concat(blocks_a, 1)),
+                                   anchor_losses(tf.concat(blocks_b, 1))], axis=0))
 
 
 def contrastive_accuracy(z_a: tf.Tensor, z_b: tf.Tensor) -> tf.Tensor:
