@@ -248,6 +248,7 @@ def main() -> None:
       'protocol_probe': protocol, 'protocol_probe_h_top1': round(protocol_h['top1'], 4),
       'embedding_stages': stages, 'embedding_pool': pool,
       'contrastive_loss': props.get('contrastive_loss') or 'nt_xent',
+      'local_crops': int(props.get('local_crops') or 0),
       'embedding_dim': protocol['embedding_dim'],
       'knn_top1': round(knn, 4),
       'raw_pixels_top1': round(raw['top1'], 4), 'random_init_top1': round(random_init['top1'], 4),
@@ -294,7 +295,8 @@ def write_doc(result: dict) -> None:
       f'{result["cpu"]}, TF {tf.__version__}; command: '
       f'`make bench-quality`. Preset `{result["preset"]}`: {result["backbone"]} '
       f'x{result["width_multiplier"]:g} in {result["precision"] or "?"}, '
-      f'{result["train_steps"]} steps, loss {result.get("contrastive_loss", "nt_xent")}; '
+      f'{result["train_steps"]} steps, loss {result.get("contrastive_loss", "nt_xent")}'
+      f'{", " + str(result["local_crops"]) + " local crops" if result.get("local_crops") else ""}; '
       f'pretraining '
       f'{result["pretrain_minutes"]} min, whole run {result["run_minutes"]} min. '
       f'Embedding: {result["embedding_dim"]} numbers (embedding_stages='

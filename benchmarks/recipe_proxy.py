@@ -66,6 +66,10 @@ def parse_args():
                       'this size (0: off)')
   parser.add_argument('--final-steps', type=int, default=0)
   parser.add_argument('--warmup-fraction', type=float, default=0.05)
+  parser.add_argument('--local-crops', type=int, default=0, help='multi-crop: small crops per '
+                      'image besides the two views (0: off)')
+  parser.add_argument('--local-crop-size', type=int, default=8)
+  parser.add_argument('--local-crop-scale', default='0.1,0.4', help='min,max area fraction')
   parser.add_argument('--test-dir', default=os.path.join(bq.DATASETS, 'test'))
   parser.add_argument('--train-dir', default=os.path.join(bq.DATASETS, 'train'))
   parser.add_argument('--results', default='recipe_proxy.jsonl')
@@ -97,6 +101,9 @@ def experiment_policy(policy: dict, args) -> dict:
   policy['color_jitter'].update(strength=s, brightness=0.8 * s, contrast=0.8 * s,
                                 saturation=0.8 * s, hue=0.2 * s)
   policy['crop_size'] = args.train_crop_size or int(policy['image_size'])
+  if args.local_crops:
+    policy['local_crops'] = {'count': args.local_crops, 'size': args.local_crop_size,
+                             'scale': [float(v) for v in args.local_crop_scale.split(',')]}
   return policy
 
 
@@ -106,9 +113,9 @@ def views(train_uri: str, policy: dict, batch_size: int):
 
   def make_views(batch, index):
     images = tf.cast(batch['image'], tf.float32) / 255.0
-    return augment.two_views(images, policy, tf.stack([tf.constant(0, tf.int64), index]),
-                             tf.reshape(batch['mean'], [-1, 1, 1, 3]),
-                             tf.reshape(batch['std'], [-1, 1, 1, 3]))
+    return augment.training_views(images, policy, tf.stack([tf.constant(0, tf.int64), index]),
+                                  tf.reshape(batch['mean'], [-1, 1, 1, 3]),
+                                  tf.reshape(batch['std'], [-1, 1, 1, 3]))
 
   indexed = tf.data.Dataset.zip((batches, tf.data.Dataset.counter()))
   return iter(indexed.map(make_views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(4))
@@ -116,10 +123,10 @@ def views(train_uri: str, policy: dict, batch_size: int):
 
 def make_trainer(backbone: str, image_size: int, width: float, head_layers: int, peak_lr: float,
                  warmup_steps: int, total_steps: int, temperature: float,
-                 jit_compile: bool = False):
+                 jit_compile: bool = False, local_crops: int = 0):
   """(encoder, train_step) from the trainer's own pieces: an encoder that takes crops of any
-  size, the projection head, LARS on warmup-cosine, and step.make_train_step, under the
-  current dtype policy."""
+  size, the projection head, LARS on warmup-cosine, and step.make_train_step (with
+  `local_crops` multi-crop views per image), under the current dtype policy."""
   encoder = model_lib.build_encoder(backbone, image_size, width, any_input_size=True)
   head = model_lib.build_projection_head(encoder.output_shape[-1], 128, head_layers)
   schedule = optim.WarmupCosine(peak_lr, warmup_steps, total_steps)
@@ -128,7 +135,7 @@ def make_trainer(backbone: str, image_size: int, width: float, head_layers: int,
   optimizer.build(variables)
   return encoder, step_lib.make_train_step(tf.distribute.get_strategy(), encoder, head,
                                            optimizer, variables, temperature,
-                                           jit_compile=jit_compile)
+                                           jit_compile=jit_compile, local_crops=local_crops)
 
 
 def main() -> None:
@@ -145,7 +152,8 @@ def main() -> None:
   encoder, train_step = make_trainer(
       args.backbone, image_size, args.width_multiplier, args.head_layers,
       optim.scaled_learning_rate(args.learning_rate, args.batch_size),
-      int(args.warmup_fraction * total), total, args.temperature)
+      int(args.warmup_fraction * total), total, args.temperature,
+      local_crops=augment.local_crop_count(policy))
   data = views(train_uri, policy, args.batch_size)
   switch_at = total - args.final_steps if args.final_crop_size else total
   started = time.time()

@@ -37,9 +37,16 @@ def main() -> None:
   parser.add_argument('--jit-compile', action='store_true', help='XLA for the step')
   parser.add_argument('--fixed-views', action='store_true',
                       help='time the step on one batch of views, without the input pipeline')
+  parser.add_argument('--local-crops', type=int, default=0,
+                      help='multi-crop: this many small crops per image besides the two views')
+  parser.add_argument('--local-crop-size', type=int, default=8)
   args = parser.parse_args()
   train_uri, policy, _, _ = recipe_proxy.run_artifacts(args.run)
   preset = config_lib.build_config(preset='cifar')
+  if args.local_crops:
+    policy = dict(policy, local_crops={'count': args.local_crops, 'size': args.local_crop_size,
+                                       'scale': [preset.local_crop_scale_min,
+                                                 preset.local_crop_scale_max]})
   precision = hardware.training_precision(preset.precision)
   keras.mixed_precision.set_dtype_policy(precision)
   for crop in (int(c) for c in args.crop_sizes.split(',')):
@@ -48,7 +55,7 @@ def main() -> None:
           preset.backbone, int(policy['image_size']), preset.width_multiplier,
           preset.head_layers,
           optim.scaled_learning_rate(preset.learning_rate, batch, preset.lr_scaling), 10, 1000,
-          preset.temperature, jit_compile=args.jit_compile)
+          preset.temperature, jit_compile=args.jit_compile, local_crops=args.local_crops)
       data = recipe_proxy.views(train_uri, dict(policy, crop_size=crop), batch)
       if args.fixed_views:
         data = itertools.repeat(next(data))
@@ -62,6 +69,7 @@ def main() -> None:
       rate = steps * batch / (time.time() - started)
       print(json.dumps({'crop_size': crop, 'batch_size': batch, 'precision': precision,
                         'jit_compile': args.jit_compile, 'fixed_views': args.fixed_views,
+                        'local_crops': args.local_crops,
                         'steps': steps, 'images_per_second': round(rate, 1)}), flush=True)
 
 

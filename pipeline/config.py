@@ -46,6 +46,13 @@ class PipelineConfig:
   # suits crops trained below the test size (FixRes, Touvron et al. 2019).
   train_crop_size: int = 0
   crop_scale_min: float = 0.2  # random resized crop: area fraction range [min, 1]
+  # Multi-crop (Caron et al. 2020, SwAV): besides the two views, this many small crops of
+  # each image, local_crop_size px, of area fraction [local_crop_scale_min, _max]. Each is
+  # paired with both views in the loss. 0 = off (plain SimCLR).
+  local_crops: int = 0
+  local_crop_size: int = 8
+  local_crop_scale_min: float = 0.1
+  local_crop_scale_max: float = 0.4
   color_jitter_strength: float = 0.5
   color_jitter_prob: float = 0.8
   grayscale_prob: float = 0.2
@@ -143,6 +150,17 @@ class PipelineConfig:
          f'got {self.train_crop_size}')
     need(0.0 < self.crop_scale_min <= 1.0,
          f'crop_scale_min must be in (0, 1], got {self.crop_scale_min}')
+    need(self.local_crops >= 0, f'local_crops must be >= 0 (0 = off), got {self.local_crops}')
+    if self.local_crops:
+      crop = self.train_crop_size or self.image_size
+      need(4 <= self.local_crop_size < crop,
+           f'local_crop_size must be 4..{crop - 1} (smaller than the {crop} px training crops), '
+           f'got {self.local_crop_size}')
+      need(0.0 < self.local_crop_scale_min < self.local_crop_scale_max <= 1.0,
+           'local crop scales must satisfy 0 < local_crop_scale_min < local_crop_scale_max <= 1, '
+           f'got {self.local_crop_scale_min} and {self.local_crop_scale_max}')
+      need(self.negatives_queue_size == 0,
+           'local_crops and negatives_queue_size cannot be combined; set one of them to 0')
     need(self.color_jitter_strength >= 0, 'color_jitter_strength must be >= 0')
     need(0.0 < self.labelled_fraction <= 1.0,
          f'labelled_fraction must be in (0, 1], got {self.labelled_fraction}')
@@ -217,7 +235,7 @@ class PipelineConfig:
   def augmentation_policy(self) -> Dict[str, Any]:
     """The SimCLR augmentation policy, as recorded with the transform artifact."""
     s = self.color_jitter_strength
-    return {
+    policy = {
         'image_size': self.image_size,
         'crop_size': self.train_crop_size or self.image_size,
         'random_resized_crop': {'scale': [self.crop_scale_min, 1.0], 'ratio': [3 / 4, 4 / 3]},
@@ -230,6 +248,11 @@ class PipelineConfig:
                           'sigma': [0.1, 2.0], 'kernel_fraction': 0.1},
         'solarize': {'prob': self.solarize_prob, 'threshold': 0.5},
     }
+    if self.local_crops:  # absent when off, so earlier policies (and their runs) are unchanged
+      policy['local_crops'] = {
+          'count': self.local_crops, 'size': self.local_crop_size,
+          'scale': [self.local_crop_scale_min, self.local_crop_scale_max]}
+    return policy
 
   def effective_blur_prob(self) -> float:
     return self.blur_prob if (self.image_size > 64 or self.blur_at_small_sizes) else 0.0

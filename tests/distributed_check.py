@@ -73,6 +73,43 @@ def sync_forward():
 
 per_replica = strategy.experimental_local_results(sync_forward())
 out_sync = np.concatenate([t.numpy() for t in per_replica])
+
+# Multi-crop through the trainer's own step: the dataset's image-major local crops
+# [n, count, s, s, 3] split with their images, so two replicas give the one-replica loss.
+import keras  # noqa: E402
+from components.simclr_trainer import step as step_lib  # noqa: E402
+
+crops_data = (tf.constant(rng.normal(size=(n, 8, 8, 3)), tf.float32),
+              tf.constant(rng.normal(size=(n, 8, 8, 3)), tf.float32),
+              tf.constant(rng.normal(size=(n, 2, 4, 4, 3)), tf.float32))
+
+
+def multi_crop_loss(strategy_):
+  with strategy_.scope():
+    encoder = keras.Sequential([keras.Input((None, None, 3)),
+                                keras.layers.Conv2D(6, 3, padding='same', activation='relu',
+                                                    kernel_initializer=keras.initializers.
+                                                    GlorotUniform(seed=1)),
+                                keras.layers.GlobalAveragePooling2D()])
+    head = keras.Sequential([keras.Input((6,)), keras.layers.Dense(
+        4, kernel_initializer=keras.initializers.GlorotUniform(seed=2))])
+    variables = encoder.trainable_variables + head.trainable_variables
+    optimizer = keras.optimizers.SGD(0.0)
+    optimizer.build(variables)
+  train_step = step_lib.make_train_step(strategy_, encoder, head, optimizer, variables, 0.3,
+                                        local_crops=2)
+  data = tf.data.Dataset.from_tensor_slices(crops_data).batch(n)
+  loss = float(train_step(next(iter(strategy_.experimental_distribute_dataset(data))))[0])
+  return loss, lambda x: head(encoder(x))
+
+
+multi_crop_single, project = multi_crop_loss(tf.distribute.get_strategy())
+multi_crop_distributed, _ = multi_crop_loss(strategy)
+# The loss on crop j of every image, paired with that image's views (no batch norm in these
+# models, so the crops may go through one at a time).
+multi_crop_reference = float(losses.multi_crop_loss(
+    project(crops_data[0]), project(crops_data[1]),
+    tf.concat([project(crops_data[2][:, j]) for j in range(2)], axis=0), 2, 0.3))
 print(json.dumps({
     'replicas': replicas, 'strategy': type(strategy).__name__,
     'single_loss': float(single_loss), 'distributed_loss': float(dist_loss),
@@ -80,5 +117,8 @@ print(json.dumps({
     'grad_max_abs_diff': float(np.abs(single_grad.numpy() - dist_grad.numpy()).max()),
     'grad_max_abs': float(np.abs(single_grad.numpy()).max()),
     'sync_bn_max_abs_diff': float(np.abs(out_single - out_sync).max()),
+    'multi_crop_single_loss': multi_crop_single,
+    'multi_crop_distributed_loss': multi_crop_distributed,
+    'multi_crop_reference_loss': multi_crop_reference,
     'sync_bn_layers': sum(1 for layer in head_sync.layers if getattr(layer, 'synchronized', False)),
 }))

@@ -161,3 +161,50 @@ def test_gaussian_kernel_is_about_a_tenth_of_the_side():
                               seed=tf.constant([0, 0])).numpy()
   support = np.nonzero(out[0, 50, :, 0] > 1e-6)[0]
   assert support.max() - support.min() + 1 == 11
+
+
+def test_local_crops_are_small_views_of_each_image_and_leave_the_two_views_unchanged():
+  config = PipelineConfig(image_size=24, train_crop_size=16, hflip=True, local_crops=3,
+                          local_crop_size=8, local_crop_scale_min=0.1, local_crop_scale_max=0.4)
+  with_local = config.augmentation_policy()
+  assert with_local['local_crops'] == {'count': 3, 'size': 8, 'scale': [0.1, 0.4]}
+  plain = PipelineConfig(image_size=24, train_crop_size=16, hflip=True).augmentation_policy()
+  assert 'local_crops' not in plain  # earlier policies (and their run fingerprints) unchanged
+  x, seed = images(), tf.constant([1, 2])
+  view_a, view_b, local = augment.training_views(x, with_local, seed)
+  assert local.shape == (16, 3, 8, 8, 3)  # image-major: a batch split keeps crops with images
+  assert float(tf.reduce_min(local)) >= 0.0 and float(tf.reduce_max(local)) <= 1.0
+  reference_a, reference_b = augment.two_views(x, plain, seed)
+  np.testing.assert_array_equal(view_a.numpy(), reference_a.numpy())
+  np.testing.assert_array_equal(view_b.numpy(), reference_b.numpy())
+  assert len(augment.training_views(x, plain, seed)) == 2
+  # Each image's crops come from that image: with the colour ops off, a crop of a constant
+  # image is that image's constant.
+  values = np.linspace(0.1, 0.9, 16)
+  flat = tf.constant(values[:, None, None, None] * np.ones((16, 24, 24, 3)), tf.float32)
+  colourless = dict(with_local, color_jitter={**with_local['color_jitter'], 'prob': 0.0},
+                    grayscale_prob=0.0)
+  crops = augment.training_views(flat, colourless, seed)[2].numpy()
+  np.testing.assert_allclose(crops, np.broadcast_to(values[:, None, None, None, None],
+                                                    crops.shape), atol=1e-5)
+  # Three different crops per image, and normalised like the views when statistics are given.
+  assert float(tf.reduce_mean(tf.abs(local[:, 0] - local[:, 1]))) > 0.01
+  mean, std = tf.constant([0.5, 0.4, 0.3]), tf.constant([0.2, 0.2, 0.25])
+  normalised = augment.training_views(x, with_local, seed, mean, std)[2]
+  np.testing.assert_allclose(normalised.numpy(), ((local - mean) / std).numpy(), atol=1e-5)
+
+
+def test_local_crops_cover_their_scale_of_the_image_and_the_views_theirs():
+  config = PipelineConfig(image_size=24, train_crop_size=16, local_crops=2, local_crop_size=8,
+                          local_crop_scale_min=0.1, local_crop_scale_max=0.4,
+                          color_jitter_prob=0.0, grayscale_prob=0.0)
+  # Pixel value = x / 23: a crop's range of values is its box's width as a share of the image.
+  ramp = np.broadcast_to(np.linspace(0.0, 1.0, 24)[None, None, :, None], (300, 24, 24, 3))
+  view_a, _, local = augment.training_views(tf.constant(ramp, tf.float32),
+                                            config.augmentation_policy(), tf.constant([3, 4]))
+  width = lambda v: v.max(axis=(-3, -2, -1)) - v.min(axis=(-3, -2, -1))
+  local_width, view_width = width(local.numpy()), width(view_a.numpy())
+  # Area in [0.1, 0.4] and aspect in [3/4, 4/3]: width = sqrt(area * aspect).
+  assert local_width.min() >= np.sqrt(0.1 * 3 / 4) - 1e-4
+  assert local_width.max() <= np.sqrt(0.4 * 4 / 3) + 1e-4
+  assert view_width.max() > 0.9  # the two views keep their own scale [0.2, 1]

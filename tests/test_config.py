@@ -151,3 +151,21 @@ def test_contrastive_loss_choices_match_the_losses():
   from components.simclr_trainer import losses
   from pipeline.config import CONTRASTIVE_LOSSES
   assert CONTRASTIVE_LOSSES == losses.CONTRASTIVE_LOSSES
+
+
+@pytest.mark.parametrize('sets,message', [
+    (['local_crops=-1'], 'local_crops must be >= 0'),
+    (['local_crops=2', 'local_crop_size=32'], 'local_crop_size must be 4..31'),
+    (['local_crops=2', 'train_crop_size=16', 'local_crop_size=16'],
+     'local_crop_size must be 4..15'),
+    (['local_crops=2', 'local_crop_scale_min=0.5', 'local_crop_scale_max=0.4'],
+     'local crop scales must satisfy'),
+    (['local_crops=2', 'negatives_queue_size=256'],
+     'local_crops and negatives_queue_size cannot be combined'),
+])
+def test_impossible_local_crops_are_refused(sets, message):
+  with pytest.raises(ConfigError) as error:
+    build_config(set_args=sets)
+  assert message in str(error.value)
+  # Unused local-crop settings are not checked while multi-crop is off.
+  build_config(set_args=['local_crop_size=64', 'local_crop_scale_min=0.9'])

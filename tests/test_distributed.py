@@ -34,3 +34,12 @@ def test_gradients_match_the_single_replica_gradient(result):
 def test_synchronized_batch_norm_uses_global_statistics(result):
   assert result['sync_bn_layers'] == 2
   assert result['sync_bn_max_abs_diff'] < 1e-4
+
+
+def test_multi_crop_step_pairs_each_crop_with_its_own_image_on_one_and_two_replicas(result):
+  """The step's loss is the multi-crop loss with crop j of image i paired with image i's views;
+  on two replicas the crops are split with their images, so the loss is the same."""
+  assert result['multi_crop_single_loss'] == pytest.approx(result['multi_crop_reference_loss'],
+                                                           rel=1e-5)
+  assert result['multi_crop_distributed_loss'] == pytest.approx(result['multi_crop_single_loss'],
+                                                                rel=1e-5)

@@ -58,3 +58,18 @@ def test_resumed_stream_does_not_repeat_the_first_views(tmp_path):
   fresh = first_batches(split_dir, seed=1, n=1)[0][0]
   resumed = first_batches(split_dir, seed=1, n=1, start_step=5)[0][0]
   assert not np.allclose(fresh, resumed)
+
+
+def test_local_crops_come_with_the_views_when_the_policy_has_them(tmp_path):
+  split_dir = write_transformed(str(tmp_path / 'Split-train'))
+  policy = PipelineConfig(image_size=SIZE, local_crops=2, local_crop_size=8).augmentation_policy()
+  view_a, view_b, local = next(iter(dataset.dual_view_dataset(split_dir, policy, batch_size=8,
+                                                              seed=1)))
+  assert view_a.shape == view_b.shape == (8, SIZE, SIZE, 3)
+  assert local.shape == (8, 2, 8, 8, 3)  # [batch, count, s, s, 3]
+  # Normalised like the views: (x - 0.5) / 0.25 maps [0, 1] to [-2, 2].
+  assert -2.0 - 1e-5 <= float(tf.reduce_min(local)) < -0.5
+  assert float(tf.reduce_max(local)) <= 2.0 + 1e-5
+  # The same seed gives the same two views as without local crops.
+  plain = first_batches(split_dir, seed=1, n=1)[0]
+  np.testing.assert_array_equal(view_a.numpy(), plain[0])

@@ -115,3 +115,17 @@ def test_gradient_matches_finite_differences_of_the_reference():
       numeric[i, j] = (reference_nt_xent(plus, z_b, t) - reference_nt_xent(minus, z_b, t)) / (2 * eps)
   np.testing.assert_allclose(analytic, numeric, atol=2e-4, rtol=1e-3)
 
+
+
+@pytest.mark.parametrize('decoupled', [False, True])
+def test_multi_crop_loss_is_the_mean_over_view_and_crop_pairs(decoupled):
+  rng = np.random.default_rng(11)
+  n, d, count, t = 6, 5, 3, 0.2
+  z_a, z_b = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+  crops = [rng.normal(size=(n, d)) for _ in range(count)]
+  expected = np.mean([reference_nt_xent(z_a, z_b, t, decoupled)] +
+                     [reference_nt_xent(g, c, t, decoupled) for c in crops for g in (z_a, z_b)])
+  got = float(losses.multi_crop_loss(
+      tf.constant(z_a, tf.float32), tf.constant(z_b, tf.float32),
+      tf.constant(np.concatenate(crops), tf.float32), count, t, decoupled=decoupled))
+  assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)

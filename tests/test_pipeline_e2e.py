@@ -320,17 +320,25 @@ def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(mnis
   assert metrics['embedding_dim'] == 96  # what the probe read
 
 
-def test_float16_with_loss_scaling_and_xla_train_step_on_the_decoupled_loss(mnist_subset,
-                                                                              tmp_path):
+def test_float16_with_loss_scaling_and_xla_train_step_on_the_decoupled_multi_crop_loss(
+    mnist_subset, tmp_path):
   summary = runner.run_pipeline(smoke_config(
       mnist_subset, tmp_path / 'fp16', precision='mixed_float16', jit_compile='true',
       optimizer='sgd', lr_scaling='sqrt', learning_rate=0.05, head_layers=3,
-      contrastive_loss='dcl'), engine='local')
-  trainer = executions_by_component(summary['metadata'])['SimCLRTrainer']
+      contrastive_loss='dcl', local_crops=2, local_crop_size=8), engine='local')
+  executions = executions_by_component(summary['metadata'])
+  trainer = executions['SimCLRTrainer']
   assert trainer['state'] == 'COMPLETE'
   model = trainer['outputs']['model'][0]
   assert np.isfinite(model['properties']['final_loss'])
   assert model['properties']['contrastive_loss'] == 'dcl'
+  assert model['properties']['local_crops'] == 2
+  graph = executions['DualViewTransform']['outputs']['transform_graph'][0]
+  assert json.loads(graph['properties']['augmentation_policy'])['local_crops'] == {
+      'count': 2, 'size': 8, 'scale': [0.1, 0.4]}
+  from PIL import Image
+  with Image.open(os.path.join(graph['uri'], 'preview.png')) as preview:
+    assert preview.width == 5 * 96 + 6 * 4  # original, two views, two local crops
   assert summary['pushed']
 
 

@@ -196,3 +196,33 @@ def two_views(images: tf.Tensor, policy: Dict[str, Any], seed: tf.Tensor,
   if mean is not None:
     view_a, view_b = normalize(view_a, mean, std), normalize(view_b, mean, std)
   return view_a, view_b
+
+
+def local_crop_count(policy: Dict[str, Any]) -> int:
+  """How many small multi-crop views the policy adds per image (0: plain SimCLR)."""
+  return int((policy.get('local_crops') or {}).get('count', 0))
+
+
+def local_views(images: tf.Tensor, policy: Dict[str, Any], seed: tf.Tensor,
+                mean: Optional[tf.Tensor] = None, std: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """The policy's local crops: [B, count, size, size, 3], image-major so that splitting the
+  batch (tf.distribute) keeps each image's crops with it. Each is a full SimCLR view (flip and
+  colour as for the two views) of a smaller box, at the smaller size."""
+  local = policy['local_crops']
+  small = dict(policy, crop_size=int(local['size']),
+               random_resized_crop=dict(policy['random_resized_crop'], scale=local['scale']))
+  crops = [simclr_view(images, small, s) for s in tf.unstack(_seeds(seed, int(local['count'])))]
+  if mean is not None:
+    crops = [normalize(c, mean, std) for c in crops]
+  return tf.stack(crops, axis=1)
+
+
+def training_views(images: tf.Tensor, policy: Dict[str, Any], seed: tf.Tensor,
+                   mean: Optional[tf.Tensor] = None, std: Optional[tf.Tensor] = None):
+  """(view_a, view_b), plus the local crops as a third element when the policy has them. The
+  two views are those of two_views for the same seed, with or without local crops."""
+  views = two_views(images, policy, seed, mean, std)
+  if not local_crop_count(policy):
+    return views
+  local_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+  return views + (local_views(images, policy, local_seed, mean, std),)

@@ -50,7 +50,8 @@ def count_records(split_uri: str) -> int:
 
 def dual_view_dataset(split_uri: str, policy: Dict[str, Any], batch_size: int, seed: int,
                       start_step: int = 0) -> tf.data.Dataset:
-  """Endless dataset of (view_a, view_b), each float32 [batch, S, S, 3], normalised."""
+  """Endless dataset of (view_a, view_b), each float32 [batch, S, S, 3], normalised; with the
+  policy's local crops, (view_a, view_b, local crops [batch, count, s, s, 3])."""
   image_size = int(policy['image_size'])
   records = load_transformed(split_uri, image_size).cache()
   batches = (records
@@ -64,7 +65,7 @@ def dual_view_dataset(split_uri: str, policy: Dict[str, Any], batch_size: int, s
     mean = tf.reshape(batch['mean'], [-1, 1, 1, 3])
     std = tf.reshape(batch['std'], [-1, 1, 1, 3])
     step_seed = tf.stack([tf.constant(seed, tf.int64), index])
-    return augment.two_views(images, policy, step_seed, mean, std)
+    return augment.training_views(images, policy, step_seed, mean, std)
 
   return (indexed.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))

@@ -13,14 +13,18 @@ from components.dual_view_transform import augment
 
 def preview_grid(unit_images: np.ndarray, policy: Dict[str, Any], seed: int = 0,
                  cell: int = 96, gap: int = 4) -> bytes:
-  """Rows: one image each; columns: original, view A, view B. unit_images: [N, S, S, 3] in [0, 1].
+  """Rows: one image each; columns: original, view A, view B, then the policy's local crops
+  (multi-crop), if any. unit_images: [N, S, S, 3] in [0, 1].
 
   Views are shown before normalisation, i.e. as the encoder's input looks to a person."""
   x = tf.constant(unit_images, tf.float32)
-  view_a, view_b = augment.two_views(x, policy, tf.constant([seed, 0], tf.int64))
-  columns = [x.numpy(), view_a.numpy(), view_b.numpy()]
+  views = augment.training_views(x, policy, tf.constant([seed, 0], tf.int64))
+  columns = [x.numpy(), views[0].numpy(), views[1].numpy()]
+  if len(views) == 3:  # [N, count, s, s, 3]
+    columns += [views[2][:, j].numpy() for j in range(views[2].shape[1])]
   rows = len(unit_images)
-  canvas = Image.new('RGB', (3 * cell + 4 * gap, rows * cell + (rows + 1) * gap), (255, 255, 255))
+  width = len(columns) * cell + (len(columns) + 1) * gap
+  canvas = Image.new('RGB', (width, rows * cell + (rows + 1) * gap), (255, 255, 255))
   for r in range(rows):
     for c, column in enumerate(columns):
       tile = Image.fromarray(np.uint8(np.clip(column[r], 0, 1) * 255 + 0.5))

@@ -21,6 +21,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import io_utils
+from components.dual_view_transform import augment
 from components.dual_view_transform import dataset as dv_dataset, executor as transform_executor
 from components.linear_evaluator import probe
 from components.simclr_trainer import export, hardware, model as model_lib, optim, step as step_lib
@@ -126,6 +127,10 @@ class Executor(base_executor.BaseExecutor):
     policy = transform_executor.read_policy(transform_graph_uri)
     image_size = int(policy['image_size'])
     crop_size = int(policy.get('crop_size') or image_size)
+    local_crops = augment.local_crop_count(policy)  # multi-crop views, from the transform
+    # Training inputs of another size than the served one need an encoder of any input size
+    # (re-exported at image_size below).
+    any_input_size = crop_size != image_size or bool(local_crops)
     batch_size = int(hp['batch_size'])
     num_train = dv_dataset.count_records(train_uri)
     steps_per_epoch = num_train // batch_size
@@ -137,6 +142,9 @@ class Executor(base_executor.BaseExecutor):
 
     strategy = choose_strategy(exec_properties.get('distribution_strategy') or 'auto')
     replicas = strategy.num_replicas_in_sync
+    if queue_size and local_crops:
+      raise ValueError('negatives_queue_size > 0 cannot be combined with the transform\'s local '
+                       'crops (multi-crop); set one of them to 0')
     if queue_size and replicas > 1:
       raise ValueError('negatives_queue_size > 0 is supported on one replica only; with several '
                        'replicas the cross-replica negatives already enlarge the batch')
@@ -151,7 +159,7 @@ class Executor(base_executor.BaseExecutor):
     with strategy.scope():
       encoder = model_lib.build_encoder(hp['backbone'], image_size, float(hp['width_multiplier']),
                                         sync_batch_norm=replicas > 1,
-                                        any_input_size=crop_size != image_size)
+                                        any_input_size=any_input_size)
       head = model_lib.build_projection_head(encoder.output_shape[-1], int(hp['projection_dim']),
                                              int(hp['head_layers']), sync_batch_norm=replicas > 1)
       embedder = model_lib.build_embedder(encoder, hp['backbone'], embedding_stages,
@@ -212,7 +220,7 @@ class Executor(base_executor.BaseExecutor):
         strategy, encoder, head, optimizer, variables, temperature, queue=queue,
         queue_filled=queue_filled, queue_size=queue_size, float16=float16,
         jit_compile=bool(hp['jit_compile']),
-        contrastive_loss=contrastive_loss)
+        contrastive_loss=contrastive_loss, local_crops=local_crops)
 
     monitor_every = int(exec_properties.get('knn_monitor_every_epochs') or 0) * steps_per_epoch
     knn_data = self._knn_data(train_uri, eval_uri, image_size) if monitor_every else None
@@ -220,11 +228,13 @@ class Executor(base_executor.BaseExecutor):
     writer = tf.summary.create_file_writer(model_run.uri)
     log_every = max(1, min(50, total_steps // 20))
     logging.info('SimCLRTrainer: %d train images, batch %d, %d steps (%.1f epochs) on %d '
-                 'replica(s), %s, %d px crops (served at %d px), peak lr %.4g, %s loss at '
+                 'replica(s), %s, %d px crops%s (served at %d px), peak lr %.4g, %s loss at '
                  'temperature %g, checkpoints in %s',
                  num_train, batch_size, total_steps, total_steps / steps_per_epoch, replicas,
-                 precision, crop_size, image_size, peak_lr, contrastive_loss, temperature,
-                 ckpt_dir)
+                 precision, crop_size,
+                 (f' + {local_crops} local crops of {policy["local_crops"]["size"]} px'
+                  if local_crops else ''),
+                 image_size, peak_lr, contrastive_loss, temperature, ckpt_dir)
     window_start, window_steps, started = time.time(), 0, time.time()
     loss = acc = gnorm = tf.constant(float('nan'))
     knn = None
@@ -285,7 +295,7 @@ class Executor(base_executor.BaseExecutor):
       io_utils.write_json(timeline_path, timeline)
 
     serving_dir = path_utils.serving_model_path(model_artifact.uri)
-    if precision != 'float32' or crop_size != image_size:
+    if precision != 'float32' or any_input_size:
       # float32 compute, and the fixed image_size input that serving and TFLite expect.
       encoder, head = self._float32_copies(encoder, head, hp, image_size)
       embedder = model_lib.build_embedder(encoder, hp['backbone'], embedding_stages,
@@ -308,6 +318,7 @@ class Executor(base_executor.BaseExecutor):
     model_artifact.set_int_custom_property('image_size', image_size)
     model_artifact.set_string_custom_property('backbone', hp['backbone'])
     model_artifact.set_string_custom_property('contrastive_loss', contrastive_loss)
+    model_artifact.set_int_custom_property('local_crops', local_crops)
     model_artifact.set_float_custom_property('width_multiplier', float(hp['width_multiplier']))
     model_artifact.set_float_custom_property('final_loss', final_loss)
     if knn is not None:

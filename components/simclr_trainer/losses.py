@@ -81,6 +81,23 @@ def nt_xent_loss(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float,
                                    anchor_losses(tf.concat(blocks_b, 1))], axis=0))
 
 
+def multi_crop_loss(z_a: tf.Tensor, z_b: tf.Tensor, z_local: tf.Tensor, count: int,
+                    temperature: float, decoupled: bool = False) -> tf.Tensor:
+  """Multi-crop NT-Xent (SwAV's multi-crop, Caron et al. 2020, for a contrastive loss).
+
+  z_local: [count * N, d], the projections of `count` small crops of each of the N images,
+  crop j in rows j*N .. (j+1)*N - 1. Every crop is paired with both views: the loss is the
+  mean of nt_xent_loss over the 1 + 2*count pairs (a, b), (a, crop j), (b, crop j), so each
+  pair keeps SimCLR's 2N-2 in-batch negatives. Small crops are never paired with each other,
+  as in SwAV: two small crops may not share any content.
+  """
+  pairs = [nt_xent_loss(z_a, z_b, temperature, decoupled=decoupled)]
+  for crop in tf.split(z_local, count, axis=0):
+    pairs.append(nt_xent_loss(z_a, crop, temperature, decoupled=decoupled))
+    pairs.append(nt_xent_loss(z_b, crop, temperature, decoupled=decoupled))
+  return tf.add_n(pairs) / len(pairs)
+
+
 def contrastive_accuracy(z_a: tf.Tensor, z_b: tf.Tensor) -> tf.Tensor:
   """Share of view-a anchors whose most similar view-b sample is their own positive (local)."""
   z_a = tf.math.l2_normalize(tf.cast(z_a, tf.float32), axis=1)
