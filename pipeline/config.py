@@ -306,7 +306,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     #   negatives; colour strength 0.5 and no blur as in the SimCLR CIFAR recipe; flips;
     # - LARS peak rate 4.0, from full runs on the AVX2-only CPU at 1.0, 2.0, 3.0 and 5.0 with a
     #   28-minute budget (protocol probe 55.5%, 56.3%, 57.9%, 57.1%), then 4.0 with 29.5
-    #   minutes: 58.3% through average pools;
+    #   minutes: 58.3% through average pools (59.0% with max pools; a repeat gave 56.9%, so
+    #   the gain over 3.0 is not settled);
     # - embedding_pool avg_max (average and max pools of the four stages, 960 numbers): paired
     #   on four models, +0.5, -0.1, +0.5 and +0.7 points on the protocol probe over average
     #   pools alone (59.0% for the 4.0 run);
