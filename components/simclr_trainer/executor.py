@@ -142,9 +142,6 @@ class Executor(base_executor.BaseExecutor):
 
     strategy = choose_strategy(exec_properties.get('distribution_strategy') or 'auto')
     replicas = strategy.num_replicas_in_sync
-    if queue_size and local_crops:
-      raise ValueError('negatives_queue_size > 0 cannot be combined with the transform\'s local '
-                       'crops (multi-crop); set one of them to 0')
     if queue_size and replicas > 1:
       raise ValueError('negatives_queue_size > 0 is supported on one replica only; with several '
                        'replicas the cross-replica negatives already enlarge the batch')

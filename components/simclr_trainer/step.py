@@ -22,7 +22,8 @@ def make_train_step(strategy: tf.distribute.Strategy, encoder, head, optimizer, 
     raise ValueError(f'contrastive_loss must be one of {losses.CONTRASTIVE_LOSSES}, '
                      f'got {contrastive_loss!r}')
   if local_crops and queue_size:
-    raise ValueError('local crops and a negatives queue cannot be combined')
+    raise ValueError('negatives_queue_size > 0 cannot be combined with the transform\'s local '
+                     'crops (multi-crop); set one of them to 0')
   decoupled = contrastive_loss == 'dcl'
 
   def replica_step(view_a, view_b, *local):
