@@ -41,6 +41,7 @@ from components.simclr_trainer import hardware
 from components.simclr_trainer import model as model_lib
 from components.simclr_trainer import optim
 from components.simclr_trainer import step as step_lib
+from pipeline import config as config_lib
 
 
 def parse_args():
@@ -101,10 +102,8 @@ def experiment_policy(policy: dict, args) -> dict:
   policy['color_jitter'].update(strength=s, brightness=0.8 * s, contrast=0.8 * s,
                                 saturation=0.8 * s, hue=0.2 * s)
   policy['crop_size'] = args.train_crop_size or int(policy['image_size'])
-  if args.local_crops:
-    policy['local_crops'] = {'count': args.local_crops, 'size': args.local_crop_size,
-                             'scale': [float(v) for v in args.local_crop_scale.split(',')]}
-  return policy
+  return config_lib.with_local_crops(policy, args.local_crops, args.local_crop_size,
+                                     args.local_crop_scale.split(','))
 
 
 def views(train_uri: str, policy: dict, batch_size: int):

@@ -43,10 +43,9 @@ def main() -> None:
   args = parser.parse_args()
   train_uri, policy, _, _ = recipe_proxy.run_artifacts(args.run)
   preset = config_lib.build_config(preset='cifar')
-  if args.local_crops:
-    policy = dict(policy, local_crops={'count': args.local_crops, 'size': args.local_crop_size,
-                                       'scale': [preset.local_crop_scale_min,
-                                                 preset.local_crop_scale_max]})
+  policy = config_lib.with_local_crops(
+      policy, args.local_crops, args.local_crop_size,
+      (preset.local_crop_scale_min, preset.local_crop_scale_max))
   precision = hardware.training_precision(preset.precision)
   keras.mixed_precision.set_dtype_policy(precision)
   for crop in (int(c) for c in args.crop_sizes.split(',')):

@@ -248,11 +248,8 @@ class PipelineConfig:
                           'sigma': [0.1, 2.0], 'kernel_fraction': 0.1},
         'solarize': {'prob': self.solarize_prob, 'threshold': 0.5},
     }
-    if self.local_crops:  # absent when off, so earlier policies (and their runs) are unchanged
-      policy['local_crops'] = {
-          'count': self.local_crops, 'size': self.local_crop_size,
-          'scale': [self.local_crop_scale_min, self.local_crop_scale_max]}
-    return policy
+    return with_local_crops(policy, self.local_crops, self.local_crop_size,
+                            (self.local_crop_scale_min, self.local_crop_scale_max))
 
   def effective_blur_prob(self) -> float:
     return self.blur_prob if (self.image_size > 64 or self.blur_at_small_sizes) else 0.0
@@ -324,6 +321,19 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               'knn_monitor_every_epochs': 5, 'checkpoint_every_steps': 185, 'keep_checkpoints': 0,
               'bless_min_linear_top1': 0.3, 'embedding_stages': 4, 'embedding_pool': 'avg_max'},
 }
+
+
+def with_local_crops(policy: Dict[str, Any], count: int, size: int,
+                     scale: Iterable[float]) -> Dict[str, Any]:
+  """A copy of an augmentation policy with `count` multi-crop views of `size` px per image,
+  each a box of `scale` (min, max) of the image's area. With count 0 the copy has no
+  `local_crops` key at all, so policies without local crops (and the fingerprints of their
+  runs) are the same as before multi-crop existed. The one place that writes the key."""
+  policy = {k: v for k, v in policy.items() if k != 'local_crops'}
+  if count:
+    policy['local_crops'] = {'count': int(count), 'size': int(size),
+                             'scale': [float(v) for v in scale]}
+  return policy
 
 
 def _coerce(name: str, field_type: Any, value: Any) -> Any:

@@ -171,3 +171,20 @@ def test_impossible_local_crops_are_refused(sets, message):
   assert message in str(error.value)
   # Unused local-crop settings are not checked while multi-crop is off.
   build_config(set_args=['local_crop_size=64', 'local_crop_scale_min=0.9'])
+
+
+def test_local_crops_enter_the_policy_only_when_on():
+  # A run without local crops must keep the policy (and so the run fingerprint) it had before
+  # multi-crop existed: no key at all, not a zero count.
+  plain = build_config(preset='cifar').augmentation_policy()
+  assert 'local_crops' not in plain
+  multi = build_config(preset='cifar', set_args=[
+      'local_crops=2', 'local_crop_size=8', 'local_crop_scale_min=0.1',
+      'local_crop_scale_max=0.4']).augmentation_policy()
+  assert multi['local_crops'] == {'count': 2, 'size': 8, 'scale': [0.1, 0.4]}
+  assert {k: v for k, v in multi.items() if k != 'local_crops'} == plain
+  # The benchmarks add or drop crops on a run's recorded policy through the same helper.
+  from pipeline.config import with_local_crops
+  assert with_local_crops(multi, 0, 8, (0.1, 0.4)) == plain
+  assert with_local_crops(plain, 2, 8, ('0.1', '0.4')) == multi
+  assert 'local_crops' in multi  # the helper copies; it does not edit its argument
