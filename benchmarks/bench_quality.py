@@ -284,7 +284,9 @@ def write_doc(result: dict) -> None:
   kinds = 'average and max pools' if pool == 'avg_max' else 'pools'
   what = 'h' if result['embedding_stages'] == 1 and pool == 'avg' else (
       f'the last {result["embedding_stages"]} stages\' {kinds}')
-  ax.set_title(f'200 labels per class; probe on the embedding ({what})')
+  # Two lines: the four-stage description does not fit one line of a 7-inch figure.
+  ax.set_title(f'200 labels per class; probe on the embedding\n({what}; {result["precision"]})',
+               fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(loc='lower right', fontsize=8)
   fig.tight_layout()
