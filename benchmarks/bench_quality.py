@@ -285,7 +285,7 @@ def write_doc(result: dict) -> None:
   what = 'h' if result['embedding_stages'] == 1 and pool == 'avg' else (
       f'the last {result["embedding_stages"]} stages\' {kinds}')
   # Two lines: the four-stage description does not fit one line of a 7-inch figure.
-  ax.set_title(f'200 labels per class; probe on the embedding\n({what}; {result["precision"]})',
+  ax.set_title(f'200 labels per class; probe on the embedding\n({what}; {result["precision"] or "?"})',
                fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(loc='lower right', fontsize=8)
