@@ -68,3 +68,9 @@ bench-precision: install
 ## probe top-1 on cifar10/test against minutes of pretraining -> docs/benchmarks.md.
 bench-quality: install
 	$(PY) -m benchmarks.bench_quality $(ARGS)
+
+## ImageIngest peak memory for 20,000 and 100,000 generated images (and git HEAD's executor at
+## 20,000) -> docs/benchmarks.md.
+.PHONY: bench-ingest
+bench-ingest: install
+	$(PY) -m benchmarks.bench_ingest_memory $(ARGS)

@@ -152,6 +152,39 @@ def _read_images(paths):
   return images
 
 
+def _declared_pixels(paths):
+  """width x height of each image file from its header (Pillow reads no pixels here); 0 when
+  Pillow does not know the format, and the server judges that file. A file over Pillow's bomb
+  guard is counted as over MAX_DECODE_PIXELS: it goes alone, and the server names it."""
+  # pylint: disable=g-import-not-at-top
+  import warnings
+  from PIL import Image, UnidentifiedImageError
+  from components import limits
+  # pylint: enable=g-import-not-at-top
+  counts = []
+  for path in paths:
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+          width, height = image.size
+      counts.append(width * height)
+    except Image.DecompressionBombError:
+      counts.append(limits.MAX_DECODE_PIXELS + 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+      counts.append(0)
+  return counts
+
+
+def _embed_in_requests(predict, images, pixel_counts, key):
+  """predict(list of encoded images) -> {key: [n, D]}, called once per request that the
+  serving signature accepts (limits.plan_batches); the rows come back in input order."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from components import limits  # pylint: disable=g-import-not-at-top
+  return np.concatenate([np.asarray(predict([images[i] for i in batch])[key])
+                         for batch in limits.plan_batches(pixel_counts)])
+
+
 def _print_rows(paths, key, vectors) -> int:
   """One JSON list of {'image': path, key: vector} on stdout."""
   print(json.dumps([{'image': p, key: [float(x) for x in v]} for p, v in zip(paths, vectors)]))
@@ -159,7 +192,6 @@ def _print_rows(paths, key, vectors) -> int:
 
 
 def cmd_embed(args) -> int:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components.pusher import push  # pylint: disable=g-import-not-at-top
   if args.tflite:
@@ -171,9 +203,10 @@ def cmd_embed(args) -> int:
     from pipeline import serving_client  # pylint: disable=g-import-not-at-top
     predict = (serving_client.grpc_predict if args.protocol == 'grpc'
                else serving_client.rest_predict)
-    out = predict(args.server, args.model_name, _read_images(args.images),
-                  version=args.version)
-    return _print_rows(args.images, args.output_key, out[args.output_key])
+    vectors = _embed_in_requests(
+        lambda images: predict(args.server, args.model_name, images, version=args.version),
+        _read_images(args.images), _declared_pixels(args.images), args.output_key)
+    return _print_rows(args.images, args.output_key, vectors)
   if not args.model:
     raise ConfigError('embed needs --model DIR, --server HOST:PORT or --tflite FILE')
   model_dir = args.model
@@ -183,8 +216,10 @@ def cmd_embed(args) -> int:
   if not os.path.isfile(os.path.join(model_dir, 'saved_model.pb')):
     raise FileNotFoundError(f'no SavedModel (saved_model.pb) in {args.model} or its versions')
   serve = tf.saved_model.load(model_dir).signatures['serving_default']
-  out = serve(images=tf.constant(_read_images(args.images)))
-  return _print_rows(args.images, args.output_key, np.asarray(out[args.output_key]))
+  vectors = _embed_in_requests(lambda images: serve(images=tf.constant(images)),
+                               _read_images(args.images), _declared_pixels(args.images),
+                               args.output_key)
+  return _print_rows(args.images, args.output_key, vectors)
 
 
 def main(argv=None) -> int:
@@ -287,7 +322,8 @@ def main(argv=None) -> int:
                    help='a specific version on --server (default: what it serves)')
   emb.add_argument('--threads', type=int, default=1, help='TFLite interpreter threads')
   emb.add_argument('--output-key', choices=('embedding', 'projection'), default='embedding')
-  emb.add_argument('images', nargs='+', help='image files (JPEG, PNG, BMP, GIF)')
+  emb.add_argument('images', nargs='+', help='image files (JPEG, PNG, BMP); sent in as many '
+                   'requests as the served limits need (docs/serving.md)')
   emb.set_defaults(func=cmd_embed)
 
   args = parser.parse_args(argv)
@@ -303,16 +339,27 @@ def main(argv=None) -> int:
       logging.getLogger(noisy).setLevel(logging.WARNING)
   try:
     return args.func(args)
-  except ConfigError as e:
-    print(f'simclr-tfx: {e}', file=sys.stderr)
+  except BaseException as e:  # pylint: disable=broad-except
+    return report_failure(e, args.verbose)
+
+
+def report_failure(error: BaseException, verbose: bool) -> int:
+  """Expected failures (a bad config, bad data, a locked or unwritable output folder, a full
+  disk, a failed component, Ctrl-C) end with one clear line and an exit code: 2 for the config,
+  130 for an interrupt, 1 otherwise; with verbose (-v) the traceback follows instead."""
+  if isinstance(error, ConfigError):
+    print(f'simclr-tfx: {error}', file=sys.stderr)
     return 2
-  except Exception as e:  # pylint: disable=broad-except
-    if args.verbose:
-      raise
-    # Expected failures (bad data, a locked or unwritable output folder, a full disk, a
-    # failed component) end with one clear line; -v shows the traceback.
-    print(f'simclr-tfx: {_describe(e)}', file=sys.stderr)
-    return 1
+  if isinstance(error, (SystemExit, GeneratorExit)) or (
+      verbose and not isinstance(error, KeyboardInterrupt)):
+    raise error
+  if isinstance(error, KeyboardInterrupt):
+    print(f'simclr-tfx: interrupted ({error.args[0] if error.args else "SIGINT"}); running steps '
+          'were marked FAILED in ML Metadata; run the same command again to resume (finished '
+          'steps are reused, training continues from its last checkpoint)', file=sys.stderr)
+    return 130
+  print(f'simclr-tfx: {_describe(error)}', file=sys.stderr)
+  return 1
 
 
 def _describe(error: Exception) -> str:

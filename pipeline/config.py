@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any, Dict, Iterable, List, Optional
 
+from components import limits
 from components.simclr_trainer.hardware import PRECISIONS
 
 
@@ -24,7 +26,11 @@ class PipelineConfig:
   pipeline_name: str = 'simclr-tfx'
   data_dir: str = ''  # folder of images; empty = the embedded demo data set
   output_dir: str = 'out'  # metadata.sqlite, pipeline_root/, serving/ go under here
-  model_name: str = 'simclr_encoder'  # <output_dir>/serving/<model_name>/<version>/
+  model_name: str = 'simclr_encoder'  # <serving_dir>/<model_name>/<version>/
+  # TF Serving's model base folder; empty = <output_dir>/serving. Several pipelines may share
+  # one and push at the same time (a lock orders the pushes). A POSIX path: local disk or a
+  # mounted volume, not an object-store URI (a push needs atomic renames and a file lock).
+  serving_dir: str = ''
   enable_cache: bool = True
 
   # --- ingest -------------------------------------------------------------------------------
@@ -34,7 +40,12 @@ class PipelineConfig:
   exclude_globs: str = ''  # comma-separated, e.g. '*.txt,thumbs/*'
   manifest: str = ''  # optional CSV of path,label (relative to data_dir) instead of folders
   min_side: int = 8  # images with a smaller side are quarantined
-  max_pixels: int = 178_956_970  # declared width*height above this is quarantined (unread)
+  # Declared width*height above this is quarantined from the header (never decoded); 1 up to
+  # Pillow's bomb limit. Images above limits.MAX_DECODE_PIXELS but within it are downscaled.
+  max_pixels: int = limits.PILLOW_BOMB_PIXELS
+  # Bytes of one image file (or of one image in a TFRecord input) above this are quarantined
+  # from the size alone, never read: bounds what one file can make ingest hold in memory.
+  max_file_bytes: int = 268_435_456  # 256 MiB
   max_bad_fraction: float = 0.5  # fail the run when more inputs than this are unusable
   # Extra Beam options for the data components (e.g. runner, direct_num_workers).
   beam_pipeline_args: str = '--runner=DirectRunner --direct_running_mode=in_memory'
@@ -140,9 +151,16 @@ class PipelineConfig:
       if not ok:
         problems.append(message)
 
-    need(bool(self.pipeline_name.strip()), 'pipeline_name must not be empty')
-    need(bool(self.model_name.strip()) and '/' not in self.model_name,
-         f'model_name must be a non-empty name without "/", got {self.model_name!r}')
+    for key in ('pipeline_name', 'model_name'):
+      need(is_safe_name(getattr(self, key)),
+           f'{key} must be a safe name: 1-{MAX_NAME_LENGTH} letters, digits, "_" or "-", with '
+           f'"." allowed inside (no path separators, no "." or ".."), got '
+           f'{getattr(self, key)!r}')
+    need('://' not in self.serving_dir,
+         f'serving_dir must be a folder on a POSIX file system (local disk or a mounted '
+         f'volume), got the URI {self.serving_dir!r}: a push publishes a version by an atomic '
+         'rename under a file lock, which object stores do not offer; use a mounted volume, or '
+         'leave serving_dir empty for <output_dir>/serving')
     need(0 < self.eval_percent < 100, f'eval_percent must be in 1..99, got {self.eval_percent}')
     need(self.image_size >= 16, f'image_size must be >= 16 pixels, got {self.image_size}')
     need(self.train_crop_size == 0 or 8 <= self.train_crop_size <= self.image_size,
@@ -165,7 +183,10 @@ class PipelineConfig:
     need(0.0 < self.labelled_fraction <= 1.0,
          f'labelled_fraction must be in (0, 1], got {self.labelled_fraction}')
     need(self.min_side >= 1, f'min_side must be >= 1, got {self.min_side}')
-    need(self.max_pixels >= 0, f'max_pixels must be >= 0 (0 = no limit), got {self.max_pixels}')
+    need(1 <= self.max_pixels <= limits.PILLOW_BOMB_PIXELS,
+         f'max_pixels must be in 1..{limits.PILLOW_BOMB_PIXELS} (Pillow\'s decompression-bomb '
+         f'limit; 0 no longer means "no limit"), got {self.max_pixels}')
+    need(self.max_file_bytes >= 1, f'max_file_bytes must be >= 1, got {self.max_file_bytes}')
     need(0.0 <= self.max_bad_fraction <= 1.0,
          f'max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}')
     for name in ('color_jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob'):
@@ -253,6 +274,18 @@ class PipelineConfig:
 
   def effective_blur_prob(self) -> float:
     return self.blur_prob if (self.image_size > 64 or self.blur_at_small_sizes) else 0.0
+
+
+MAX_NAME_LENGTH = 100
+# Letters, digits, '_' and '-'; '.' only inside: a name is one path component, never '.', '..'
+# or a hidden file, so it cannot point a folder or a file outside where it is used.
+_SAFE_NAME = re.compile(r'[A-Za-z0-9_-](?:[A-Za-z0-9_.-]*[A-Za-z0-9_-])?')
+
+
+def is_safe_name(name: str) -> bool:
+  """True for a pipeline or model name that is one harmless path component."""
+  return (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH
+          and _SAFE_NAME.fullmatch(name) is not None)
 
 
 BACKBONES = ('resnet_small', 'resnet18', 'resnet34', 'resnet50')

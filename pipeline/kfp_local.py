@@ -70,7 +70,16 @@ def _output_artifacts(component, root: str, task_name: str, run_id: str) -> Dict
 
 def run_package(package_path: str, work_dir: str, env: Optional[Dict[str, str]] = None,
                 timeout_s: int = 1800) -> Dict[str, Any]:
-  """Runs every task of the package; returns {task: ExecutorOutput dict} in run order."""
+  """Runs every task of the package; returns {task: ExecutorOutput dict} in run order. Holds
+  the run lock of work_dir throughout, as `simclr-tfx run` holds OUT's (pipeline/run_lock.py)."""
+  from pipeline import run_lock
+  run_lock.check_output_writable(work_dir)
+  with run_lock.run_lock(work_dir, metadata_path=''):
+    return _run_tasks(package_path, work_dir, env, timeout_s)
+
+
+def _run_tasks(package_path: str, work_dir: str, env: Optional[Dict[str, str]],
+               timeout_s: int) -> Dict[str, Any]:
   from pipeline.kubeflow_runner import load_package
   spec, _ = load_package(package_path)
   root = spec.default_pipeline_root or os.path.join(work_dir, 'pipeline_root')

@@ -50,7 +50,9 @@ class ClusterSettings:
   """Where the pipeline runs on the cluster; the model's settings stay in PipelineConfig."""
   image: str  # the pipeline image (infra/kubeflow/Dockerfile), pushed to a registry
   pipeline_root: str  # every artifact; a path on the shared volume or an object-store URI
-  serving_dir: str = ''  # TF Serving model base paths (default: <pipeline_root>/../serving)
+  # TF Serving model base paths (default: the config's serving_dir, else
+  # <pipeline_root>/../serving); a POSIX path in the pods, never an object-store URI.
+  serving_dir: str = ''
   pvc: str = ''  # NAME:MOUNT_PATH of a ReadWriteMany PersistentVolumeClaim mounted in each task
   enable_cache: bool = False
   display_name: str = ''
@@ -84,12 +86,24 @@ def cluster_config(config: PipelineConfig) -> PipelineConfig:
   return dataclasses.replace(config, bless_compare_with_baseline=False, warm_start=False)
 
 
-def cluster_paths(settings: ClusterSettings) -> Dict[str, str]:
+def cluster_paths(settings: ClusterSettings, config_serving_dir: str = '') -> Dict[str, str]:
   root = _cluster_path(settings.pipeline_root.rstrip('/'), 'pipeline_root')
-  serving = settings.serving_dir or root.rsplit('/', 1)[0] + '/serving'
+  serving = (settings.serving_dir or config_serving_dir or
+             root.rsplit('/', 1)[0] + '/serving')
   return {'output': root.rsplit('/', 1)[0], 'metadata': '', 'pipeline_root': root,
-          'checkpoints': root + '/_checkpoints',
-          'serving': _cluster_path(serving, 'serving_dir')}
+          'checkpoints': root + '/_checkpoints', 'serving': _serving_path(serving)}
+
+
+def _serving_path(path: str) -> str:
+  """The Pusher publishes by an atomic rename under a file lock: the serving folder must be
+  a POSIX path in the pods (a mounted volume), never an object-store URI, where the push would
+  silently land on the pod's own disk or fail half way."""
+  if '://' in path:
+    raise ConfigError(f'the serving folder {path!r} is a URI; the Pusher needs a POSIX file '
+                      'system (atomic rename, file lock): pass --serving-dir with a path on '
+                      'a mounted volume (e.g. --pvc NAME:/mnt/simclr --serving-dir '
+                      '/mnt/simclr/serving)')
+  return _cluster_path(path, 'serving_dir')
 
 
 def create_kubeflow_pipeline(config: PipelineConfig, settings: ClusterSettings):
@@ -97,7 +111,7 @@ def create_kubeflow_pipeline(config: PipelineConfig, settings: ClusterSettings):
   from tfx.orchestration import pipeline as tfx_pipeline
   from pipeline.pipeline import create_components
   config = cluster_config(config.validate())
-  where = cluster_paths(settings.validate())
+  where = cluster_paths(settings.validate(), config.serving_dir)
   return tfx_pipeline.Pipeline(
       pipeline_name=config.pipeline_name, pipeline_root=where['pipeline_root'],
       components=create_components(config, where, listing_fingerprint=False),

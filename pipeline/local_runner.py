@@ -16,11 +16,27 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tfx.orchestration.local import local_dag_runner
 
+from pipeline import cli
 from pipeline.pipeline import create_pipeline
-from pipeline.runner import config_from_environment
+from pipeline.runner import config_from_environment, locked_output
+
+CONFIG = config_from_environment()
+PIPELINE = create_pipeline(CONFIG)
 
 
-PIPELINE = create_pipeline(config_from_environment())
+def main() -> int:
+  """Runs PIPELINE under the output folder's run lock, as `simclr-tfx run` does; an expected
+  failure (a locked or unwritable folder, Ctrl-C) ends with one line, not a traceback."""
+  try:
+    with locked_output(CONFIG):
+      local_dag_runner.LocalDagRunner().run(PIPELINE)
+  except BaseException as e:  # pylint: disable=broad-except
+    return cli.report_failure(e, verbose=False)
+  return 0
+
 
 if __name__ == '__main__':
-  local_dag_runner.LocalDagRunner().run(PIPELINE)
+  # Exit only on failure: `tfx pipeline create` executes this file in its own process, where a
+  # SystemExit(0) would end the CLI before it saves the pipeline.
+  if main():
+    sys.exit(1)

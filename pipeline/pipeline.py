@@ -4,7 +4,7 @@ ImageIngest -> DualViewTransform -> SimCLRTrainer -> LinearEvaluator -> Pusher.
 Output layout under config.output_dir (OUT):
   OUT/metadata.sqlite               ML Metadata store (SQLite)
   OUT/pipeline_root/                every artifact; trainer checkpoints in _checkpoints/
-  OUT/serving/<model_name>/<ver>/   TF Serving model base path
+  OUT/serving/<model_name>/<ver>/   TF Serving model base path (or <serving_dir>/...)
 """
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def paths(config: PipelineConfig) -> dict:
       'metadata': os.path.join(out, 'metadata.sqlite'),
       'pipeline_root': os.path.join(out, 'pipeline_root'),
       'checkpoints': os.path.join(out, 'pipeline_root', '_checkpoints'),
-      'serving': os.path.join(out, 'serving'),
+      'serving': (os.path.abspath(config.serving_dir) if config.serving_dir
+                  else os.path.join(out, 'serving')),
   }
 
 
@@ -57,6 +58,7 @@ def create_components(config: PipelineConfig, where: dict | None = None,
   ingest = ImageIngest(data_dir=data_dir, eval_percent=config.eval_percent,
                        source_fingerprint=fingerprint,
                        min_side=config.min_side, max_pixels=config.max_pixels,
+                       max_file_bytes=config.max_file_bytes,
                        max_bad_fraction=config.max_bad_fraction,
                        labelled_fraction=config.labelled_fraction,
                        include_globs=config.include_globs, exclude_globs=config.exclude_globs,

@@ -7,6 +7,12 @@ marks a run in progress and is removed when the run ends. A new run that finds t
 knows the previous run died (killed, crashed, machine lost). It then marks that run's
 executions still RUNNING in ML Metadata as FAILED, with the reason, so lineage shows the failed
 attempt next to the successful rerun.
+
+A run stopped by Ctrl-C (SIGINT) or SIGTERM ends the same way at once: the signal becomes an
+`Interrupted` exception in the main thread, and on the way out the run's still-RUNNING
+executions are marked FAILED ("interrupted by SIGINT"), so none is left RUNNING. Every entry
+point takes this lock: `simclr-tfx run`, pipeline/local_runner.py (what `tfx run create`
+executes) and `simclr-tfx kfp-local`.
 """
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from typing import List
 
@@ -30,6 +38,32 @@ class RunLockedError(RuntimeError):
 
 class OutputFolderError(RuntimeError):
   """The output folder cannot be created or written."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """The run was stopped by SIGINT (Ctrl-C) or SIGTERM."""
+
+  def __init__(self, signum: int):
+    super().__init__(signal.Signals(signum).name)
+    self.signal_name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+  """SIGINT and SIGTERM raise Interrupted in the main thread while the run goes on."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def interrupt(signum, _frame):
+    raise Interrupted(signum)
+
+  previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 def check_output_writable(output_dir: str) -> None:
@@ -97,9 +131,16 @@ def run_lock(output_dir: str, metadata_path: str):
     with open(running, 'w', encoding='utf-8') as f:
       f.write(json.dumps(me))
     try:
-      yield
+      with _signals_interrupt():
+        yield
+    except BaseException as e:
+      # TFX records an executor's exception as a FAILED execution itself; an interrupt (a
+      # BaseException it lets through) or a crash in the orchestrator would leave RUNNING ones.
+      why = (f'interrupted by {e.signal_name}' if isinstance(e, Interrupted)
+             else f'the run stopped: {type(e).__name__}: {e}')
+      mark_interrupted_executions(metadata_path, why)
+      raise
     finally:
-      # An exception is a finished run too: TFX has already recorded its failure in MLMD.
       os.remove(running)
   finally:
     handle.close()  # releases the flock

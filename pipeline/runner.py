@@ -36,13 +36,20 @@ def config_from_environment(demo_if_no_data: bool = True) -> PipelineConfig:
   return resolve_data_dir(config) if demo_if_no_data else config
 
 
+def locked_output(config: PipelineConfig):
+  """The run lock of config's output folder, after checking the folder can be written: every
+  entry point that runs the pipeline on OUT holds it (pipeline/run_lock.py)."""
+  where = paths(config)
+  run_lock.check_output_writable(where['output'])
+  return run_lock.run_lock(where['output'], where['metadata'])
+
+
 def run_pipeline(config: PipelineConfig, engine: str = 'local') -> Dict[str, Any]:
   if engine not in ENGINES:
     raise ValueError(f'engine must be one of {ENGINES}, got {engine!r}')
   config = config.validate()
   where = paths(config)
-  run_lock.check_output_writable(where['output'])
-  with run_lock.run_lock(where['output'], where['metadata']):
+  with locked_output(config):
     config = resolve_data_dir(config)
     tfx_pipeline = create_pipeline(config)
     started = time.time()

@@ -1,5 +1,6 @@
 import io
 import os
+import zlib
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -15,6 +16,36 @@ def png_bytes(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format='PNG')
   return buffer.getvalue()
+
+
+def forged_png(width: int, height: int) -> bytes:
+  """A 1x1 PNG whose header declares width x height (its CRC fixed, so the header is valid):
+  a decoder that trusted it would allocate that much before finding the data missing."""
+  data = bytearray(png_bytes(np.zeros((1, 1, 3), np.uint8)))
+  data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+  data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, 'big')
+  return bytes(data)
+
+
+def embed_with_cli(paths, *where):
+  """`simclr-tfx embed WHERE... PATHS...` in a subprocess -> embeddings [N, D], after checking
+  it succeeded and answered one row per path, in order."""
+  import json
+  import subprocess
+  import sys
+  result = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'embed', *where, *paths],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = json.loads(result.stdout)
+  assert [r['image'] for r in rows] == list(paths)
+  return np.array([r['embedding'] for r in rows])
+
+
+def pushed(local_run):
+  """(config, summary, model base path) of the version that the shared smoke run pushed."""
+  config, summary, _ = local_run
+  model_base = os.path.join(config.output_dir, 'serving', config.model_name)
+  return config, summary, model_base
 
 
 @pytest.fixture(scope='session')

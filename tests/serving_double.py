@@ -25,10 +25,21 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from components.pusher import push
 
 
+def status_message(error: Exception) -> str:
+  """The op's own message, as TF Serving's error status carries it: without the "Graph
+  execution error" preamble and Python traceback that TensorFlow adds in Python only."""
+  preamble = ('Graph execution error', 'Detected at node', '  File ',
+              '<stack traces unavailable>')
+  lines = [line for line in str(error).splitlines()
+           if line.strip() and not line.startswith(preamble)]
+  return lines[0] if lines else repr(error)
+
+
 class _Models:
   def __init__(self, model_name: str, model_base: str):
     self.model_name, self.model_base = model_name, model_base
     self._loaded, self._lock = {}, threading.Lock()
+    self.batch_sizes = []  # images in each call of a signature, in order: what clients sent
 
   def signature(self, name: str, version, signature: str):
     if name != self.model_name:
@@ -45,7 +56,15 @@ class _Models:
     signatures = self._loaded[version].signatures
     if (signature or 'serving_default') not in signatures:
       raise ValueError(f'Serving signature name: "{signature}" not found in signature def')
-    return version, signatures[signature or 'serving_default']
+    return version, self._recorded(signatures[signature or 'serving_default'])
+
+  def _recorded(self, fn):
+    """fn that also records how many items each call carries (its first input's first dim)."""
+    def call(**inputs):
+      self.batch_sizes.append(int(next(iter(inputs.values())).shape[0]))
+      return fn(**inputs)
+    call.structured_input_signature = fn.structured_input_signature
+    return call
 
 
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -65,7 +84,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
       inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
       outputs = fn(**inputs)
     except (tf.errors.OpError, TypeError, ValueError) as e:
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e).splitlines()[0])
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_message(e))
     response = predict_pb2.PredictResponse()
     response.model_spec.name = request.model_spec.name
     response.model_spec.version.value = version
@@ -88,6 +107,7 @@ class TFServingDouble:
 
   def __init__(self, model_name: str, model_base: str):
     self.models = _Models(model_name, model_base)
+    self.batch_sizes = self.models.batch_sizes
 
   def __enter__(self):
     self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -148,6 +168,6 @@ class TFServingDouble:
                   zip(*[np.asarray(v).tolist() for v in outputs.values()])]
           return self._reply(200, {'predictions': rows})
         except (tf.errors.OpError, TypeError, ValueError, KeyError) as e:
-          return self._reply(400, {'error': str(e).splitlines()[0] if str(e) else repr(e)})
+          return self._reply(400, {'error': status_message(e)})
 
     return Handler

@@ -188,3 +188,61 @@ def test_local_crops_enter_the_policy_only_when_on():
   assert with_local_crops(multi, 0, 8, (0.1, 0.4)) == plain
   assert with_local_crops(plain, 2, 8, ('0.1', '0.4')) == multi
   assert 'local_crops' in multi  # the helper copies; it does not edit its argument
+
+
+@pytest.mark.parametrize('key,value', [
+    ('model_name', '.'), ('model_name', '..'), ('model_name', 'a/b'), ('model_name', '/abs'),
+    ('model_name', ''), ('model_name', '.hidden'), ('model_name', 'x' * 101),
+    ('pipeline_name', '../x'), ('pipeline_name', 'a\\b'), ('pipeline_name', 'a b'),
+    ('pipeline_name', 'trailing.'),
+])
+def test_unsafe_names_are_refused(key, value):
+  with pytest.raises(ConfigError) as error:
+    build_config(set_args=[f'{key}={value}'])
+  assert f'{key} must be a safe name' in str(error.value)
+
+
+def test_safe_names_pass():
+  config = build_config(set_args=['model_name=defects_v2.1', 'pipeline_name=Line-3_cam.a'])
+  assert (config.model_name, config.pipeline_name) == ('defects_v2.1', 'Line-3_cam.a')
+
+
+def test_cli_refuses_an_unsafe_model_name_before_touching_anything(tmp_path):
+  """model_name=.. used to make OUT itself the model folder, whose retention then deleted the
+  integer-named folders of OUT; now the run exits 2, naming the key, before any work."""
+  out = tmp_path / 'out'
+  for year in range(2019, 2025):
+    (out / str(year)).mkdir(parents=True)
+  result = run_cli('run', '--output', str(out), '--set', 'model_name=..')
+  assert result.returncode == 2 and 'model_name must be a safe name' in result.stderr
+  assert sorted(os.listdir(out)) == [str(y) for y in range(2019, 2025)]
+
+
+def test_a_uri_serving_dir_is_refused_and_a_path_is_used():
+  with pytest.raises(ConfigError, match='serving_dir must be a folder on a POSIX file system'):
+    build_config(set_args=['serving_dir=gs://bucket/serving'])
+  from pipeline.pipeline import paths
+  config = build_config(set_args=['serving_dir=/srv/models', 'output_dir=/tmp/o'])
+  assert paths(config)['serving'] == '/srv/models'
+  assert paths(build_config(output_dir='/tmp/o'))['serving'] == '/tmp/o/serving'
+
+
+def test_component_parameters_take_their_one_default_from_the_config(mnist_subset, tmp_path):
+  """The Pusher's and the LinearEvaluator's parameters have no default of their own (a second
+  default drifted before: keep_versions 3 in the component, 0 in the executor), and the DAG
+  passes the config's."""
+  from components.linear_evaluator.component import LinearEvaluatorSpec
+  from components.pusher.component import PusherSpec
+  for spec, keys in ((PusherSpec, ('keep_versions', 'warmup_images',
+                                   'serving_config_base_path')),
+                     (LinearEvaluatorSpec, ('probe_fractions', 'max_drop_vs_baseline',
+                                            'context_baselines'))):
+    assert not [k for k in keys if spec.PARAMETERS[k].optional], spec.__name__
+  from pipeline.pipeline import create_components
+  config = build_config(data_dir=mnist_subset, output_dir=str(tmp_path))
+  nodes = {type(c).__name__: c for c in create_components(config)}
+  assert nodes['Pusher'].exec_properties['keep_versions'] == config.serving_keep_versions
+  evaluator = nodes['LinearEvaluator'].exec_properties
+  assert evaluator['probe_fractions'] == config.probe_fractions
+  assert evaluator['context_baselines'] == int(config.probe_context_baselines)
+  assert evaluator['max_drop_vs_baseline'] == config.bless_max_drop_vs_baseline

@@ -213,3 +213,123 @@ def test_multi_processing_direct_runner_gives_the_same_data(messy_folder, tmp_pa
                           '--direct_num_workers=2'])
   assert multi['data_fingerprint'] == single['data_fingerprint']
   assert multi['quarantined'] == single['quarantined']
+
+
+# --- hardening: resources, limits and settings ----------------------------------------------
+
+
+def small_folder(root, count=8):
+  """`count` distinct small PNGs at the root of a new folder (both splits non-empty at 50%)."""
+  root.mkdir(parents=True, exist_ok=True)
+  for i in range(count):
+    (root / f'ok{i}.png').write_bytes(encoded(image(100 + i), 'PNG'))
+  return root
+
+
+def test_a_huge_sparse_file_is_quarantined_from_its_size_without_being_read(tmp_path):
+  import resource
+  root = small_folder(tmp_path / 'data')
+  with open(root / 'x.jpg', 'wb') as f:
+    f.truncate(64 * 2**30)  # 64 GiB of holes: costs nothing on disk, 64 GiB if read
+  peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  report, _ = run_ingest(root, str(tmp_path / 'out'), eval_percent=50)
+  reasons = {q['path']: q['reason'] for q in report['quarantined']}
+  assert set(reasons) == {'x.jpg'}
+  assert str(64 * 2**30) in reasons['x.jpg'] and 'max_file_bytes' in reasons['x.jpg']
+  assert report['num_examples'] == 8
+  grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kib
+  assert grown_kib < 2**20, f'peak memory grew by {grown_kib} KiB: the file was read'
+
+
+@pytest.mark.timeout(600)
+def test_a_fifo_named_tfrecord_is_quarantined_without_being_opened(tmp_path):
+  """A reader that opens a FIFO blocks until a writer comes. A watcher plays that writer:
+  opening the FIFO for writing without blocking succeeds only while someone has it open
+  for reading, so the watcher both detects an open and releases it (the test never hangs)."""
+  import threading
+  root = small_folder(tmp_path / 'data')
+  fifo = root / 'x.tfrecord'
+  os.mkfifo(fifo)
+  done, opened = threading.Event(), []
+
+  def watch():
+    while not done.wait(0.05):
+      try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+      except OSError:  # ENXIO: nobody is reading it
+        continue
+      opened.append(True)
+      os.close(fd)  # the reader sees end of file and goes on
+
+  watcher = threading.Thread(target=watch, daemon=True)
+  watcher.start()
+  try:
+    report, _ = run_ingest(root, str(tmp_path / 'out'), eval_percent=50)
+  finally:
+    done.set()
+    watcher.join()
+  assert not opened, 'ingest opened the FIFO'
+  reasons = {q['path']: q['reason'] for q in report['quarantined']}
+  assert reasons == {'x.tfrecord': 'not a regular file (FIFO, socket or device)'}
+
+
+def test_a_sixty_megapixel_photo_is_downscaled_and_kept(tmp_path):
+  from components import limits
+  root = small_folder(tmp_path / 'data')
+  # 60.3 MP: above what the transform decodes (MAX_DECODE_PIXELS), under max_pixels.
+  Image.new('RGB', (9000, 6700), (200, 120, 40)).save(root / 'big.jpg', format='JPEG')
+  report, examples = ingest_executor.run_standalone(str(root), str(tmp_path / 'out'),
+                                                    eval_percent=50)
+  assert report['num_quarantined'] == 0 and report['num_examples'] == 9
+  assert report['num_downscaled'] == 1
+  row = report['downscaled'][0]
+  assert (row['path'], row['original_width'], row['original_height']) == ('big.jpg', 9000, 6700)
+  assert row['width'] * row['height'] <= limits.MAX_DECODE_PIXELS
+  assert abs(row['width'] / row['height'] - 9000 / 6700) < 1e-3  # aspect kept
+  records = {**read_split(examples, 'train'), **read_split(examples, 'eval')}
+  stored = records['big.jpg'][schemas.IMAGE_KEY]
+  height, width, _ = tf.io.extract_jpeg_shape(stored).numpy()  # stored as a JPEG
+  assert (width, height) == (row['width'], row['height'])
+
+
+def test_max_bad_fraction_zero_fails_on_one_bad_file(tmp_path):
+  root = small_folder(tmp_path / 'data')
+  (root / 'broken.jpg').write_bytes(b'not an image')
+  report, _ = run_ingest(root, str(tmp_path / 'tolerant'), eval_percent=50,
+                         max_bad_fraction=0.5)
+  assert report['num_quarantined'] == 1
+  with pytest.raises(IngestError, match=r'1 of 9 inputs'):
+    run_ingest(root, str(tmp_path / 'strict'), eval_percent=50, max_bad_fraction=0)
+
+
+def test_an_unreadable_sub_folder_is_reported_in_the_quarantine(tmp_path, monkeypatch):
+  import errno
+  root = small_folder(tmp_path / 'data')
+  locked = root / 'cat' / 'locked'
+  locked.mkdir(parents=True)
+  (locked / 'hidden.png').write_bytes(encoded(image(200), 'PNG'))
+  if os.geteuid() != 0:
+    os.chmod(locked, 0)
+  else:  # root lists any folder whatever its mode: make listing this one fail as it would
+    real_scandir = os.scandir
+
+    def scandir(path='.'):
+      if not isinstance(path, int) and os.path.normpath(os.fspath(path)) == str(locked):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+      return real_scandir(path)
+    monkeypatch.setattr(os, 'scandir', scandir)
+  try:
+    report, _ = run_ingest(root, str(tmp_path / 'out'), eval_percent=50)
+  finally:
+    os.chmod(locked, 0o755)
+  reasons = {q['path']: q['reason'] for q in report['quarantined']}
+  assert list(reasons) == ['cat/locked']
+  assert reasons['cat/locked'].startswith('cannot list folder: Permission denied')
+
+
+@pytest.mark.parametrize('key', ['max_pixels', 'max_file_bytes'])
+def test_config_refuses_a_zero_bound_and_names_it(key):
+  from pipeline.config import ConfigError, build_config
+  assert getattr(build_config(set_args=[f'{key}=1']), key) == 1
+  with pytest.raises(ConfigError, match=key):
+    build_config(set_args=[f'{key}=0'])

@@ -1,11 +1,15 @@
 """ImageIngest's per-file rules: what is valid, what is quarantined and why, which split."""
+import importlib
 import io
+import os
+import sys
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
+from components import limits
 from components.image_ingest import images
 from tests.conftest import png_bytes
 
@@ -175,3 +179,54 @@ def test_labelled_fraction_is_class_balanced_deterministic_and_nested():
   assert one <= ten  # a smaller fraction is a subset of a larger one
   assert images.select_labelled(by_class, 0.10) == ten
   assert len(images.select_labelled(by_class, 1.0)) == 253
+
+
+def declared_png(width, height) -> bytes:
+  """A PNG whose valid IHDR declares width x height, with no pixel data behind it."""
+  header = bytearray(png_bytes(RGB[:1, :1]))
+  header[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+  header[29:33] = zlib.crc32(bytes(header[12:29])).to_bytes(4, 'big')
+  return bytes(header)
+
+
+def test_pillow_bomb_guard_stays_on():
+  importlib.import_module('components.image_ingest.executor')  # imports images too
+  assert Image.MAX_IMAGE_PIXELS is not None
+  assert 2 * Image.MAX_IMAGE_PIXELS == limits.PILLOW_BOMB_PIXELS
+
+
+def test_a_header_above_max_pixels_is_quarantined_without_decoding(monkeypatch):
+  def no_decoding(self, *args, **kwargs):
+    raise AssertionError('pixels were decoded')
+  monkeypatch.setattr(ImageFile.ImageFile, 'load', no_decoding)
+  for width, height, kwargs in (
+      (20000, 20000, {}),  # above Pillow's guard: refused by the default bound
+      (12000, 12000, {'max_pixels': 10**8})):  # under the guard, above the configured bound
+    stored, got_height, got_width, reason = images.decode_and_validate(
+        declared_png(width, height), **kwargs)
+    assert stored is None and (got_height, got_width) == (height, width)
+    assert reason.startswith(f'declared size {width}x{height}') and 'max_pixels' in reason
+
+
+def test_max_pixels_zero_is_not_a_way_to_remove_the_bound():
+  with pytest.raises(ValueError, match='max_pixels'):
+    images.decode_and_validate(png_bytes(RGB), max_pixels=0)
+
+
+def test_a_tree_deeper_than_the_recursion_limit_lists(tmp_path):
+  depth = sys.getrecursionlimit() + 200
+  (tmp_path / 'top.png').write_bytes(b'x')
+  path = str(tmp_path)
+  for _ in range(depth):  # os.makedirs recurses once per level: build it level by level
+    path = os.path.join(path, 'd')
+    os.mkdir(path)
+  with open(os.path.join(path, 'deep.png'), 'wb') as f:
+    f.write(b'x')
+  try:
+    files = images.list_sources(str(tmp_path)).files
+    assert [(f.relpath.count('/'), f.class_name) for f in files] == [(0, ''), (depth, 'd')]
+  finally:  # shutil.rmtree recurses too: remove the tree bottom up
+    os.remove(os.path.join(path, 'deep.png'))
+    while path != str(tmp_path):
+      os.rmdir(path)
+      path = os.path.dirname(path)

@@ -159,3 +159,17 @@ def test_distribution_strategy_is_a_checked_choice():
     executor.choose_strategy('tpu')
   with pytest.raises(ConfigError, match='distribution_strategy'):
     build_config(set_args=['distribution_strategy=tpu'])
+
+
+def test_compile_refuses_a_uri_serving_folder(mnist_subset, tmp_path):
+  """A push to gs:// from a pod would land on the pod's own disk (or half fail) while MLMD
+  said pushed: a URI serving folder, given or derived from a gs:// pipeline root, is refused."""
+  from pipeline import kubeflow_runner
+  from pipeline.config import ConfigError
+  from tests.conftest import smoke_config
+  config = smoke_config(mnist_subset, tmp_path)
+  settings = kubeflow_runner.ClusterSettings(image='registry/simclr:1', pipeline_root='gs://b/root')
+  with pytest.raises(ConfigError, match='--serving-dir'):
+    kubeflow_runner.compile_pipeline(config, settings, str(tmp_path))
+  settings.serving_dir = '/mnt/models'
+  assert kubeflow_runner.cluster_paths(settings)['serving'] == '/mnt/models'

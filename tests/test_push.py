@@ -91,7 +91,8 @@ def test_models_config_is_updated_not_overwritten(tmp_path):
   serving_files.update_models_config(base, 'new', '/models/new')
   names = [c.name for c in serving_files.read_models_config(path).model_config_list.config]
   assert names == ['other', 'enc', 'new']
-  assert [n for n in os.listdir(base)] == [serving_files.MODELS_CONFIG]  # no temp files left
+  # No temporary files left: the config and the serving lock's file.
+  assert sorted(os.listdir(base)) == sorted([serving_files.MODELS_CONFIG, push.LOCK_FILE])
 
 
 def test_a_broken_models_config_is_reported_not_replaced(tmp_path):
@@ -101,3 +102,136 @@ def test_a_broken_models_config_is_reported_not_replaced(tmp_path):
     f.write('model_config_list { config { name: ')
   with pytest.raises(ValueError, match='not a valid TF Serving ModelServerConfig'):
     serving_files.update_models_config(base, 'enc', '/models/enc')
+
+
+def _config(base, name):
+  from components.pusher import serving_files
+  return serving_files.ModelsConfigUpdate(base, name, os.path.join('/models', name))
+
+
+def _entries(base):
+  from components.pusher import serving_files
+  parsed = serving_files.read_models_config(os.path.join(base, serving_files.MODELS_CONFIG))
+  return sorted(c.name for c in parsed.model_config_list.config)
+
+
+def _debris(model_dir):
+  return [n for n in os.listdir(model_dir)
+          if n.startswith((push.STAGING_PREFIX, push.RETIRED_PREFIX, push.JOURNAL_PREFIX))]
+
+
+def test_retention_deletes_only_versions_the_pusher_wrote(tmp_path):
+  base = str(tmp_path / 'serving')
+  model_dir = os.path.join(base, 'enc')
+  for year in range(2019, 2025):  # someone's folders, integer-named, not pushed by us
+    os.makedirs(os.path.join(model_dir, str(year)))
+  pushed = [push.push_model(fake_saved_model(str(tmp_path / f'm{i}')), base, 'enc',
+                            source_uri=f'uri-{i}', keep=3)['version'] for i in range(5)]
+  assert push.pushed_versions(model_dir) == pushed[-3:]
+  assert set(range(2019, 2025)) <= set(push.versions(model_dir))
+
+
+def _push_many(args):
+  base, name, worker, count, barrier = args
+  barrier.wait()
+  results = []
+  for i in range(count):
+    model = fake_saved_model(os.path.join(base, '..', f'src-{name}-{worker}-{i}'))
+    results.append(push.push_model(model, base, name, source_uri=f'{name}-{worker}-{i}',
+                                   config=_config(base, name))['version'])
+  return results
+
+
+def test_concurrent_pushes_to_one_serving_folder_all_succeed(tmp_path):
+  """Four processes push at once into one folder, two model names, three pushes each: every
+  push gets its own version, models.config keeps both entries, nothing is left behind."""
+  import multiprocessing
+  base = str(tmp_path / 'serving')
+  os.makedirs(base)
+  context = multiprocessing.get_context('fork')
+  barrier = context.Manager().Barrier(4)
+  jobs = [(base, name, worker, 3, barrier) for name in ('a', 'b') for worker in range(2)]
+  with context.Pool(4) as pool:
+    results = pool.map(_push_many, jobs)
+  for name, got in (('a', results[0] + results[1]), ('b', results[2] + results[3])):
+    model_dir = os.path.join(base, name)
+    assert len(set(got)) == 6 and sorted(got) == push.pushed_versions(model_dir)
+    assert not _debris(model_dir)
+  assert _entries(base) == ['a', 'b']
+
+
+def test_a_push_removes_only_its_own_staging_folder_or_a_dead_ones(tmp_path):
+  base = str(tmp_path / 'serving')
+  model_dir = os.path.join(base, 'enc')
+  os.makedirs(model_dir)
+  live = push._Staging(model_dir)  # another push, still copying  # pylint: disable=protected-access
+  with open(os.path.join(live.path, 'saved_model.pb'), 'wb') as f:
+    f.write(b'half')
+  dead = os.path.join(model_dir, push.STAGING_PREFIX + 'killed')  # a killed push's: no lock held
+  os.makedirs(dead)
+  open(dead + '.lock', 'w').close()
+  push.push_model(fake_saved_model(str(tmp_path / 'm')), base, 'enc', source_uri='uri')
+  assert os.path.isfile(os.path.join(live.path, 'saved_model.pb'))
+  assert not os.path.exists(dead) and not os.path.exists(dead + '.lock')
+  live.close()
+  assert not _debris(model_dir)
+
+
+def test_a_broken_models_config_stops_the_push_before_any_version_is_visible(tmp_path):
+  from components.pusher import serving_files
+  base = str(tmp_path / 'serving')
+  os.makedirs(base)
+  with open(os.path.join(base, serving_files.MODELS_CONFIG), 'w') as f:
+    f.write('model_config_list { config { name: ')
+  with pytest.raises(ValueError, match='not a valid TF Serving ModelServerConfig'):
+    push.push_model(fake_saved_model(str(tmp_path / 'm')), base, 'enc', source_uri='uri',
+                    config=_config(base, 'enc'))
+  assert push.versions(os.path.join(base, 'enc')) == []
+  assert not _debris(os.path.join(base, 'enc'))
+
+
+def test_a_failed_models_config_write_rolls_the_version_back(tmp_path, monkeypatch):
+  base = str(tmp_path / 'serving')
+  first = push.push_model(fake_saved_model(str(tmp_path / 'm1')), base, 'enc', source_uri='u1',
+                          config=_config(base, 'enc'))['version']
+  real_replace = os.replace
+
+  def full_disk(src, dst):
+    if dst.endswith('models.config'):
+      raise OSError(28, 'No space left on device')
+    return real_replace(src, dst)
+
+  monkeypatch.setattr(os, 'replace', full_disk)
+  with pytest.raises(OSError, match='No space left'):
+    push.push_model(fake_saved_model(str(tmp_path / 'm2')), base, 'enc', source_uri='u2',
+                    config=_config(base, 'enc'))
+  model_dir = os.path.join(base, 'enc')
+  assert push.versions(model_dir) == [first]
+  assert not _debris(model_dir)
+
+
+def test_sigkill_between_the_rename_and_the_config_update_is_rolled_back(tmp_path):
+  """Failpoint push.after_rename: the version is on disk, models.config never heard of it,
+  the Pusher never finished. The next push to the folder rolls it back and publishes anew."""
+  import signal
+  import subprocess
+  import sys
+  base = str(tmp_path / 'serving')
+  model = fake_saved_model(str(tmp_path / 'm'))
+  script = ('import sys; sys.path.insert(0, %r)\n'
+            'from components.pusher import push, serving_files\n'
+            'push.push_model(%r, %r, "enc", source_uri="uri", '
+            'config=serving_files.ModelsConfigUpdate(%r, "enc", "/models/enc"))\n'
+            % (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), model, base, base))
+  killed = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=300, env={**os.environ,
+                                            'SIMCLR_TFX_FAILPOINT': 'push.after_rename'})
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  model_dir = os.path.join(base, 'enc')
+  orphan = push.versions(model_dir)
+  assert len(orphan) == 1 and not os.path.exists(os.path.join(base, 'models.config'))
+  assert push.find_pushed(model_dir, 'uri') is None  # an unfinished push does not count
+  result = push.push_model(model, base, 'enc', source_uri='uri', config=_config(base, 'enc'))
+  assert result['rolled_back'] == orphan
+  assert push.versions(model_dir) == [result['version']] != orphan
+  assert _entries(base) == ['enc'] and not _debris(model_dir)

@@ -145,3 +145,53 @@ def test_serving_signature_rejects_bad_input_and_keeps_serving(mnist_subset, tmp
       serve(images=tf.constant([bad]))
     after = serve(images=good)['embedding'].numpy()  # the next request is served as before
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+
+
+def test_ctrl_c_leaves_no_execution_running_and_prints_one_line(mnist_subset, tmp_path):
+  out = tmp_path / 'out'
+  result = smoke_run(mnist_subset, out, env={'SIMCLR_TFX_FAILPOINT': 'ingest.after_write:SIGINT'})
+  assert result.returncode == 130, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith('simclr-tfx: interrupted')
+  states = executions(out)
+  assert states and all(state != 'RUNNING' for _, state, _ in states)
+  assert ('ImageIngest', 'FAILED', 'interrupted by SIGINT') in states
+  assert not (out / run_lock.RUNNING_FILE).exists()
+
+
+def test_every_entry_point_takes_the_run_lock(mnist_subset, tmp_path):
+  """pipeline/local_runner.py (what `tfx run create` executes) and kfp-local are refused on a
+  folder another run holds, as `simclr-tfx run` is, and touch nothing."""
+  out = tmp_path / 'out'
+  env = {**os.environ, 'SIMCLR_TFX_PRESET': 'smoke', 'SIMCLR_TFX_DATA_DIR': mnist_subset,
+         'SIMCLR_TFX_OUTPUT': str(out)}
+  with run_lock.run_lock(str(out), str(out / 'metadata.sqlite')):
+    result = subprocess.run([sys.executable, 'pipeline/local_runner.py'], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    from pipeline import kfp_local
+    with pytest.raises(run_lock.RunLockedError):
+      kfp_local.run_package(str(tmp_path / 'no-such-package.yaml'), str(out))
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert 'another simclr-tfx run is using' in result.stderr and 'Traceback' not in result.stderr
+  assert not (out / 'metadata.sqlite').exists()
+
+
+def test_two_pipelines_sharing_one_serving_folder_push_at_once(mnist_subset, tmp_path):
+  """Two runs (own OUT each) push the same model name into one serving_dir at about the same
+  time: both succeed, each version is the one its run recorded, models.config names the model."""
+  serving = tmp_path / 'shared_serving'
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'pipeline.cli', 'run', '--data-dir', mnist_subset, '--output',
+       str(tmp_path / f'out{i}'), '--preset', 'smoke', '--set', f'serving_dir={serving}',
+       '--set', f'seed={i}', '--summary-json', str(tmp_path / f'summary{i}.json')],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=1200) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  import json
+  pushed = sorted(json.load(open(tmp_path / f'summary{i}.json'))['pushed_version']
+                  for i in range(2))
+  from components.pusher import push
+  assert push.pushed_versions(str(serving / 'simclr_encoder')) == pushed
+  assert 'name: "simclr_encoder"' in (serving / 'models.config').read_text()
+  assert not (tmp_path / 'out0' / 'serving').exists()

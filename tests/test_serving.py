@@ -2,7 +2,6 @@
 replay, models.config), and the REST/gRPC clients against TFServingDouble (a test double: no TF
 Serving binary installs here)."""
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -16,14 +15,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from components.pusher import push, serving_files
 from pipeline import serving_client
-from tests.conftest import REPO
+from tests.conftest import REPO, embed_with_cli, pushed
 from tests.serving_double import TFServingDouble
-
-
-def pushed(local_run):
-  config, summary, _ = local_run
-  model_base = os.path.join(config.output_dir, 'serving', config.model_name)
-  return config, summary, model_base
 
 
 def digits(mnist_subset, n=3):
@@ -89,15 +82,9 @@ def test_embed_cli_against_a_server(local_run, mnist_subset):
       images=tf.constant(images))['embedding'].numpy()
   with TFServingDouble(config.model_name, model_base) as server:
     for protocol, address in (('rest', server.rest_address), ('grpc', server.grpc_address)):
-      result = subprocess.run(
-          [sys.executable, '-m', 'pipeline.cli', 'embed', '--server', address, '--protocol',
-           protocol, '--model-name', config.model_name, *paths],
-          cwd=REPO, capture_output=True, text=True, timeout=300)
-      assert result.returncode == 0, result.stderr[-2000:]
-      rows = json.loads(result.stdout)
-      assert [r['image'] for r in rows] == paths
-      np.testing.assert_allclose(np.array([r['embedding'] for r in rows]), direct, rtol=1e-4,
-                                 atol=1e-5)
+      np.testing.assert_allclose(
+          embed_with_cli(paths, '--server', address, '--protocol', protocol, '--model-name',
+                         config.model_name), direct, rtol=1e-4, atol=1e-5)
   unreachable = subprocess.run(
       [sys.executable, '-m', 'pipeline.cli', 'embed', '--server', '127.0.0.1:9', paths[0]],
       cwd=REPO, capture_output=True, text=True, timeout=300)

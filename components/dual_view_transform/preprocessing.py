@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 import schemas
+from components.limits import MAX_DECODE_PIXELS
 
 IMAGE = 'image'  # int64 [S*S*3]: resized RGB pixels 0..255, row-major HWC
 LABEL = 'label'  # int64: class index, -1 = unlabelled
@@ -18,13 +19,13 @@ CHANNEL_MEAN = 'channel_mean'  # float32 [3]: dataset mean of [0, 1] pixels per 
 CHANNEL_STD = 'channel_std'  # float32 [3]
 
 
-# Serving refuses images whose header declares more pixels than this, before decoding them: one
-# request must not be able to exhaust the server's memory. (Ingest applies its own max_pixels.)
-MAX_DECODE_PIXELS = 50_000_000
-
-
 def declared_pixels(data: tf.Tensor) -> tf.Tensor:
-  """width x height from the header of one PNG, GIF, BMP or JPEG (0 when not recognised)."""
+  """width x height that decoding one image allocates, read from its header: PNG, BMP, JPEG.
+
+  0 for every other input, so that decode_and_resize refuses it before decoding: the header of
+  a GIF declares a logical screen, but TF decodes its frames at their own sizes, which can be
+  far larger (and reads every frame); WebP and JPEG XL, which TF also decodes, are not parsed
+  here. PNG sides count at most 2**31 each (the PNG maximum), so the product fits in int64."""
   head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), '\0' * 32]), 0, 32)
   b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
 
@@ -36,31 +37,36 @@ def declared_pixels(data: tf.Tensor) -> tf.Tensor:
     return tf.where(value >= 2**31, value - 2**32, value)
 
   is_png = tf.reduce_all(tf.equal(b[:4], [137, 80, 78, 71]))
-  is_gif = tf.reduce_all(tf.equal(b[:3], [71, 73, 70]))
   is_bmp = tf.reduce_all(tf.equal(b[:2], [66, 77]))
   is_jpeg = tf.reduce_all(tf.equal(b[:2], [255, 216]))
-  png = be32(16) * be32(20)
-  gif = (b[6] + b[7] * 256) * (b[8] + b[9] * 256)
+  png = tf.minimum(be32(16), 2**31) * tf.minimum(be32(20), 2**31)
   bmp = tf.abs(le32(18)) * tf.abs(le32(22))
   jpeg = tf.cond(is_jpeg, lambda: tf.reduce_prod(tf.cast(
       tf.image.extract_jpeg_shape(data)[:2], tf.int64)), lambda: tf.constant(0, tf.int64))
-  return tf.where(is_png, png, tf.where(is_gif, gif, tf.where(is_bmp, bmp, jpeg)))
+  return tf.where(is_png, png, tf.where(is_bmp, bmp, jpeg))
 
 
 def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
   """[B] encoded bytes -> float32 [B, S, S, 3] in [0, 1]; the whole frame is resized (kept,
   not cropped) so content at the borders, often where defects are, is never cut off.
 
-  Bad input fails the call with a message naming the problem (empty bytes, a declared size
-  over MAX_DECODE_PIXELS, or TF's "Unknown image file format") and leaves nothing behind: the
-  next call is served as usual."""
+  Bad input fails the call before anything is decoded, with a message naming the problem (empty
+  bytes; an unknown format, i.e. not PNG, JPEG or BMP, whose header bounds what decoding
+  allocates; a declared size over MAX_DECODE_PIXELS), or with TF's decoding error for corrupt
+  data, and leaves nothing behind: the next call is served as usual. Stored images are PNG or
+  JPEG (ingest re-encodes every other format), so only serving requests meet these refusals."""
 
   def one(data):
+    not_empty = tf.debugging.assert_positive(tf.strings.length(data),
+                                             message='empty image bytes (0 bytes)')
+    with tf.control_dependencies([not_empty]):  # empty bytes get their own message
+      pixels = declared_pixels(data)
     checks = [
-        tf.debugging.assert_positive(tf.strings.length(data),
-                                     message='empty image bytes (0 bytes)'),
+        tf.debugging.assert_positive(
+            pixels, message='Unknown image file format: send PNG, JPEG or BMP (GIF, WebP and '
+                            'JPEG XL are refused: convert them to PNG)'),
         tf.debugging.assert_less_equal(
-            declared_pixels(data), tf.constant(MAX_DECODE_PIXELS, tf.int64),
+            pixels, tf.constant(MAX_DECODE_PIXELS, tf.int64),
             message=f'image too large: its header declares more than {MAX_DECODE_PIXELS} '
                     'pixels'),
     ]

@@ -13,11 +13,12 @@ class LinearEvaluatorSpec(types.ComponentSpec):
       'knn_k': ExecutionParameter(type=int),
       # Comma-separated fractions of the labelled train records to probe with, e.g.
       # '0.01,0.1,1'; 1 (all of them) is always included and gives the headline numbers.
-      'probe_fractions': ExecutionParameter(type=str, optional=True),
+      # Every parameter is required: its one default is in pipeline/config.py.
+      'probe_fractions': ExecutionParameter(type=str),
       # Bless only if linear_top1 >= baseline's - this (negative: must improve by that much).
-      'max_drop_vs_baseline': ExecutionParameter(type=float, optional=True),
+      'max_drop_vs_baseline': ExecutionParameter(type=float),
       # 1: also probe raw pixels and a random-init encoder, for context.
-      'context_baselines': ExecutionParameter(type=int, optional=True),
+      'context_baselines': ExecutionParameter(type=int),
   }
   INPUTS = {
       'examples': ChannelParameter(type=standard_artifacts.Examples),
@@ -36,9 +37,9 @@ class LinearEvaluator(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
-               min_linear_top1: float, knn_k: int,
-               baseline_model: types.BaseChannel | None = None, probe_fractions: str = '1',
-               max_drop_vs_baseline: float = 0.0, context_baselines: bool = True):
+               min_linear_top1: float, knn_k: int, probe_fractions: str,
+               max_drop_vs_baseline: float, context_baselines: bool,
+               baseline_model: types.BaseChannel | None = None):
     spec = LinearEvaluatorSpec(
         examples=examples, model=model, baseline_model=baseline_model,
         min_linear_top1=min_linear_top1, knn_k=knn_k, probe_fractions=probe_fractions,

@@ -20,30 +20,40 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 import schemas
-from components import io_utils
+from components import io_utils, limits
 from components.linear_evaluator import baselines, plots, probe
 
 METRICS_FILE = 'metrics.json'
-_BATCH = 256
+_BATCH = 256  # records read at a time; requests to serving_default: limits.plan_batches
 _RAW_PIXELS_MAX_SIDE = 32  # raw-pixel probe: at most 32x32x3 features, or it takes minutes
 _CONTEXT_MAX_LABELLED = 2000  # context probes train on a class-balanced subset of this size
 
 
 def read_labelled(split_uri: str):
-  """(encoded image bytes, labels) of the records of one raw split whose label may be used:
-  flagged by ImageIngest (train: within the labelled fraction; eval: every labelled record)."""
+  """(encoded image batches, labels) of the records of one raw split whose label may be used:
+  flagged by ImageIngest (train: within the labelled fraction; eval: every labelled record).
+
+  Each batch is one request that serving_default accepts (limits.plan_batches over the stored
+  height x width), in record order: the served model refuses larger requests."""
   spec = {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
           schemas.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-          schemas.LABELLED_KEY: tf.io.FixedLenFeature([], tf.int64)}
+          schemas.LABELLED_KEY: tf.io.FixedLenFeature([], tf.int64),
+          schemas.HEIGHT_KEY: tf.io.FixedLenFeature([], tf.int64),
+          schemas.WIDTH_KEY: tf.io.FixedLenFeature([], tf.int64)}
   data = (tf.data.TFRecordDataset(io_utils.split_files(split_uri), compression_type='GZIP')
           .map(lambda r: tf.io.parse_single_example(r, spec))
           .filter(lambda f: (f[schemas.LABEL_KEY] >= 0) & (f[schemas.LABELLED_KEY] == 1))
           .batch(_BATCH))
-  images, labels = [], []
+  images, labels, pixels = [], [], []
   for batch in data:
-    images.append(batch[schemas.IMAGE_KEY])
+    images.append(batch[schemas.IMAGE_KEY].numpy())
     labels.append(batch[schemas.LABEL_KEY].numpy())
-  return images, (np.concatenate(labels) if labels else np.zeros([0], np.int64))
+    pixels.append(batch[schemas.HEIGHT_KEY].numpy() * batch[schemas.WIDTH_KEY].numpy())
+  if not labels:
+    return [], np.zeros([0], np.int64)
+  images = np.concatenate(images)
+  return ([tf.constant(images[batch]) for batch in limits.plan_batches(np.concatenate(pixels))],
+          np.concatenate(labels))
 
 
 def embed(serving_fn, image_batches) -> np.ndarray:
@@ -80,9 +90,9 @@ class Executor(base_executor.BaseExecutor):
     blessing = artifact_utils.get_single_instance(output_dict['blessing'])
     threshold = float(exec_properties['min_linear_top1'])
     knn_k = int(exec_properties['knn_k'])
-    max_drop = float(exec_properties.get('max_drop_vs_baseline') or 0.0)
-    fractions = parse_fractions(exec_properties.get('probe_fractions') or '1.0')
-    with_context = bool(int(exec_properties.get('context_baselines') or 0))
+    max_drop = float(exec_properties['max_drop_vs_baseline'])
+    fractions = parse_fractions(exec_properties['probe_fractions'])
+    with_context = bool(int(exec_properties['context_baselines']))
     class_names = json.loads(examples.get_string_custom_property('classes') or '[]')
 
     train_images, train_y = read_labelled(artifact_utils.get_split_uri([examples], 'train'))

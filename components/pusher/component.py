@@ -12,10 +12,11 @@ class PusherSpec(types.ComponentSpec):
   PARAMETERS = {
       'serving_base_dir': ExecutionParameter(type=str),
       'model_name': ExecutionParameter(type=str),
-      'keep_versions': ExecutionParameter(type=int, optional=True),  # 0 = keep all
-      'warmup_images': ExecutionParameter(type=int, optional=True),  # 0 = no warmup file
+      # Every parameter is required: its one default is in pipeline/config.py.
+      'keep_versions': ExecutionParameter(type=int),  # 0 = keep all
+      'warmup_images': ExecutionParameter(type=int),  # 0 = no warmup file
       # The base path as TF Serving sees it, for models.config; '' = serving_base_dir.
-      'serving_config_base_path': ExecutionParameter(type=str, optional=True),
+      'serving_config_base_path': ExecutionParameter(type=str),
   }
   INPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
@@ -34,10 +35,10 @@ class Pusher(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
-               serving_base_dir: str, model_name: str,
+               serving_base_dir: str, model_name: str, keep_versions: int,
+               warmup_images: int, serving_config_base_path: str,
                edge_model: types.BaseChannel | None = None,
-               examples: types.BaseChannel | None = None, keep_versions: int = 3,
-               warmup_images: int = 5, serving_config_base_path: str = ''):
+               examples: types.BaseChannel | None = None):
     spec = PusherSpec(model=model, model_blessing=model_blessing, edge_model=edge_model,
                       examples=examples, serving_base_dir=serving_base_dir,
                       model_name=model_name, keep_versions=keep_versions,

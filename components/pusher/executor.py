@@ -1,8 +1,9 @@
 """Pusher executor: a blessed model goes to the TF Serving base path; anything else, nowhere.
 
-A push is: the SavedModel, its warmup requests and the accepted TFLite files staged together and
-renamed into a new integer version; then models.config is updated; then versions beyond the
-newest `keep_versions` are retired (never one pinned in models.config).
+A push is: the SavedModel, its warmup requests and the accepted TFLite files staged together;
+then, under the serving folder's lock, renamed into a new integer version and models.config
+updated (or the version rolled back); then versions beyond the newest `keep_versions` that the
+Pusher wrote are retired (never one pinned in models.config). components/pusher/push.py.
 """
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ class Executor(base_executor.BaseExecutor):
     pushed = artifact_utils.get_single_instance(output_dict['pushed_model'])
     serving_base = exec_properties['serving_base_dir']
     model_name = exec_properties['model_name']
-    keep = int(exec_properties.get('keep_versions') or 0)
-    warmup_count = int(exec_properties.get('warmup_images') or 0)
-    config_base = exec_properties.get('serving_config_base_path') or serving_base
+    keep = int(exec_properties['keep_versions'])
+    warmup_count = int(exec_properties['warmup_images'])
+    # '' means: TF Serving sees the serving folder where the Pusher writes it.
+    config_base = exec_properties['serving_config_base_path'] or serving_base
 
     if not is_blessed(blessing):
       reason = blessing.get_string_custom_property('reason') or 'model was not blessed'
@@ -67,34 +69,31 @@ class Executor(base_executor.BaseExecutor):
         serving_files.write_warmup_requests(local, model_name, images)
         extra[serving_files.WARMUP_FILE] = local
         warmup_note = f'{len(images)} warmup requests'
-    result = push.push_model(path_utils.serving_model_path(model.uri), serving_base, model_name,
-                             source_uri=model.uri,
-                             metadata={'model_artifact_id': model.id,
-                                       'blessing_artifact_id': blessing.id},
-                             extra_files=extra)
-    models_config = serving_files.update_models_config(
-        serving_base, model_name, os.path.join(config_base, model_name))
-    pinned = models_config['pinned_versions']
+    result = push.push_model(
+        path_utils.serving_model_path(model.uri), serving_base, model_name,
+        source_uri=model.uri,
+        metadata={'model_artifact_id': model.id, 'blessing_artifact_id': blessing.id},
+        extra_files=extra, keep=keep,
+        config=serving_files.ModelsConfigUpdate(serving_base, model_name,
+                                                os.path.join(config_base, model_name)))
+    pinned, retired = result['pinned_versions'], result['retired']
     if pinned and result['version'] not in pinned:
       logging.warning('Pusher: models.config pins %s to version(s) %s (a rollback?): version %d '
                       'is on disk but will not serve until the pin is removed', model_name,
                       pinned, result['version'])
-    retired = push.retire_old_versions(os.path.join(serving_base, model_name), keep,
-                                       protect=pinned + [result['version']])
-
     pushed.set_string_custom_property('edge_models', edge_note)
     pushed.set_int_custom_property('pushed', 1)
     pushed.set_string_custom_property('pushed_destination', result['destination'])
     pushed.set_int_custom_property('pushed_version', result['version'])
     pushed.set_string_custom_property('model_name', model_name)
-    pushed.set_string_custom_property('models_config', models_config['path'])
+    pushed.set_string_custom_property('models_config', result['path'])
     pushed.set_string_custom_property('retired_versions', ','.join(map(str, retired)))
     pushed.set_string_custom_property('warmup', warmup_note)
     pushed.set_string_custom_property(
         'reason', 'already pushed as this version' if result['already_pushed'] else 'blessed')
     logging.info('Pusher: %s version %d at %s (%s; %s; models.config %s%s)',
                  'kept' if result['already_pushed'] else 'pushed', result['version'],
-                 result['destination'], warmup_note, edge_note, models_config['path'],
+                 result['destination'], warmup_note, edge_note, result['path'],
                  f'; retired {retired}' if retired else '')
 
   @staticmethod

@@ -11,6 +11,8 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from components.pusher import push
+
 MODELS_CONFIG = 'models.config'
 WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
 SIGNATURE, INPUT_KEY = 'serving_default', 'images'
@@ -28,29 +30,51 @@ def read_models_config(path: str) -> model_server_config_pb2.ModelServerConfig:
   return config
 
 
+class ModelsConfigUpdate:
+  """Adds or updates one model's entry in <serving_base>/models.config, keeping every other
+  model and a version policy someone set by hand (e.g. a rollback pin).
+
+  prepare() reads and checks the file (a broken one raises, naming it; it is never replaced);
+  commit() re-reads it, writes it to a temporary name, fsyncs it, renames it over the old one
+  and fsyncs the folder, so a polling server never reads half a file and a crash never loses
+  the rename. The Pusher calls both under the serving lock (components/pusher/push.py), so
+  concurrent pushes never lose each other's entries."""
+
+  def __init__(self, serving_base: str, model_name: str, base_path: str):
+    self.path = os.path.join(serving_base, MODELS_CONFIG)
+    self.model_name, self.base_path = model_name, base_path
+
+  def prepare(self) -> None:
+    read_models_config(self.path)
+
+  def commit(self) -> Dict:
+    config = read_models_config(self.path)
+    entries = config.model_config_list.config
+    entry = next((c for c in entries if c.name == self.model_name), None)
+    if entry is None:
+      entry = entries.add()
+      entry.name = self.model_name
+      entry.model_platform = 'tensorflow'
+      entry.model_version_policy.latest.num_versions = 1  # newest version serves
+    entry.base_path = self.base_path
+    pinned = (list(entry.model_version_policy.specific.versions)
+              if entry.model_version_policy.HasField('specific') else [])
+    tmp = f'{self.path}.tmp-{uuid.uuid4().hex}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.write(text_format.MessageToString(config))
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self.path)
+    push.fsync_dir(os.path.dirname(self.path))
+    return {'path': self.path, 'pinned_versions': pinned}
+
+
 def update_models_config(serving_base: str, model_name: str, base_path: str) -> Dict:
-  """Adds or updates this model's entry in <serving_base>/models.config, keeping every other
-  model and a version policy someone set by hand (e.g. a rollback pin). Written to a temporary
-  name and renamed, so a polling server never reads half a file."""
-  path = os.path.join(serving_base, MODELS_CONFIG)
-  config = read_models_config(path)
-  entries = config.model_config_list.config
-  entry = next((c for c in entries if c.name == model_name), None)
-  if entry is None:
-    entry = entries.add()
-    entry.name = model_name
-    entry.model_platform = 'tensorflow'
-    entry.model_version_policy.latest.num_versions = 1  # newest version serves
-  entry.base_path = base_path
-  pinned = (list(entry.model_version_policy.specific.versions)
-            if entry.model_version_policy.HasField('specific') else [])
-  tmp = f'{path}.tmp-{uuid.uuid4().hex}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text_format.MessageToString(config))
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  return {'path': path, 'pinned_versions': pinned}
+  """ModelsConfigUpdate in one call, under the serving lock (for tools and tests)."""
+  update = ModelsConfigUpdate(serving_base, model_name, base_path)
+  with push.serving_lock(serving_base):
+    update.prepare()
+    return update.commit()
 
 
 def write_warmup_requests(path: str, model_name: str, images: Sequence[bytes]) -> int:

@@ -1,13 +1,18 @@
 """Exports the encoder as a SavedModel that TF Serving loads as it is.
 
-`serving_default` takes `images`: a 1-D tf.string batch of encoded image bytes (JPEG, PNG, BMP,
-GIF); it runs the TFT graph of DualViewTransform (decode, resize, quantise, dataset statistics),
+`serving_default` takes `images`: a 1-D tf.string batch of encoded image bytes (JPEG, PNG,
+BMP); it runs the TFT graph of DualViewTransform (decode, resize, quantise, dataset statistics),
 normalises, and returns `embedding` (float32 [B, D]: the encoder's h, or with embedding_stages
 > 1 the pooled outputs of its last stages side by side; model.build_embedder) and `projection`
 (float32 [B, d], L2-normalised head output z). `serving_examples` takes `examples`, serialized
 tf.Example records carrying `image/encoded`, and returns the same. `serving_pixels` takes
 `pixels`, float32 [B, S, S, 3] RGB values 0..255 already decoded and resized (what a camera
 pipeline or the TFLite export has), and returns `embedding`.
+
+A request to `serving_default` or `serving_examples` holds at most limits.MAX_REQUEST_IMAGES
+images whose headers declare at most limits.MAX_REQUEST_PIXELS pixels together; a larger one is
+refused with INVALID_ARGUMENT before any image is decoded (check_request), so that a request of
+a few small files declaring huge sizes cannot exhaust the model server's memory.
 
 The SavedModel is written to a temporary sibling folder and renamed into place, so a crash
 mid-export never leaves a directory that looks like a complete model.
@@ -20,6 +25,7 @@ import uuid
 import tensorflow as tf
 
 import schemas
+from components import limits
 from components.dual_view_transform import augment, executor as transform_executor, preprocessing
 
 SIGNATURE_INPUT = 'images'
@@ -74,10 +80,38 @@ class EncoderServingModule(tf.Module):
     return self._serve_bytes(parsed[schemas.IMAGE_KEY])
 
   def _serve_bytes(self, images):
-    features = self.tft_layer(transform_executor.raw_feature_stub(images))
+    features = self.tft_layer(transform_executor.raw_feature_stub(check_request(images)))
     unit = preprocessing.to_unit_images(features[preprocessing.IMAGE], self.image_size)
     return self.embed_pixels(unit, features[preprocessing.CHANNEL_MEAN],
                              features[preprocessing.CHANNEL_STD])
+
+
+def check_request(images: tf.Tensor) -> tf.Tensor:
+  """[B] encoded images -> the same tensor, usable only once the request is within bounds.
+
+  Fails with InvalidArgumentError, before anything is decoded, when the request holds more
+  than MAX_REQUEST_IMAGES images or their headers declare more than MAX_REQUEST_PIXELS pixels
+  together. Kept out of the TFT graph: a Beam batch of stored images there may be larger than
+  one request. An image over MAX_DECODE_PIXELS is not counted here: decode_and_resize refuses
+  it by itself, before decoding, with a message naming it that splitting could not cure. The
+  other images of a request are then bounded in sum, so decode_and_resize's parallel map
+  decodes at most MAX_REQUEST_PIXELS pixels at once, whatever its parallelism."""
+  count_ok = tf.debugging.assert_less_equal(
+      tf.size(images, out_type=tf.int64), tf.constant(limits.MAX_REQUEST_IMAGES, tf.int64),
+      message=f'request too large: more than MAX_REQUEST_IMAGES={limits.MAX_REQUEST_IMAGES} '
+              'images; split it into requests of at most that many images')
+  with tf.control_dependencies([count_ok]):  # a huge request is refused before its headers
+    counted = tf.identity(images)
+  declared = tf.map_fn(preprocessing.declared_pixels, counted, fn_output_signature=tf.int64)
+  declared = tf.where(declared > limits.MAX_DECODE_PIXELS, tf.zeros_like(declared),
+                      declared)
+  pixels_ok = tf.debugging.assert_less_equal(
+      tf.reduce_sum(declared), tf.constant(limits.MAX_REQUEST_PIXELS, tf.int64),
+      message=f'request too large: its images declare more than MAX_REQUEST_PIXELS='
+              f'{limits.MAX_REQUEST_PIXELS} pixels together (width x height from their '
+              'headers); split it into smaller requests')
+  with tf.control_dependencies([pixels_ok]):
+    return tf.identity(counted)
 
 
 def export_serving_model(module: EncoderServingModule, export_dir: str) -> str:
