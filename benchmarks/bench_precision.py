@@ -5,8 +5,9 @@
 Times the `cifar` preset's training step (half-width ResNet-18, CIFAR stem, batch 256, 24 px
 crops, LARS, NT-Xent) on fixed in-memory views in float32 and in mixed_bfloat16, next to the
 matmul peak of each, and reports the CPU's bf16 flags and hardware.resolve_precision('auto').
-Written because bf16 is 1.4x faster than float32 on a CPU with native bf16 and 7-8x slower on one
-without, so the same preset's minutes differ by an order of magnitude between machines.
+Written because bf16 is faster than float32 only on a CPU with native bf16 and several times
+slower on one without, so the same preset's minutes differ widely between machines (the
+bench-precision block of docs/benchmarks.md has the figures).
 """
 from __future__ import annotations
 

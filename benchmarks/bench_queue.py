@@ -3,7 +3,7 @@
   make bench-queue     (or: .venv/bin/python -m benchmarks.bench_queue)
 
 Runs the whole pipeline on the embedded MNIST demo at batch 32 (the small-batch case the queue
-is for), same steps and seed, negatives_queue_size 0 vs 4096, and writes the probe results to
+is for), same steps and seed, negatives_queue_size 0, 512 and 4096, and writes the probe results to
 docs/benchmarks.md between the bench-queue markers.
 """
 from __future__ import annotations

@@ -307,8 +307,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               'projection_dim': 16, 'width_multiplier': 0.25, 'checkpoint_every_steps': 2,
               'bless_min_linear_top1': 0.0, 'knn_k': 5},
     # Any folder of small photos, a first look in minutes on a CPU: the demo's small ResNet in
-    # bfloat16 where the CPU has it (about 430 images/s on a 2-core CPU with native bf16), with
-    # the photo augmentations.
+    # bfloat16 where the CPU has it natively (precision auto), with the photo augmentations
+    # (flips, colour strength 0.5).
     'cpu-quick': {'backbone': 'resnet_small', 'image_size': 32, 'batch_size': 256,
                   'epochs': 15, 'precision': 'auto', 'temperature': 0.2,
                   'color_jitter_strength': 0.5, 'hflip': True, 'knn_monitor_every_epochs': 5},
@@ -321,33 +321,26 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                       'learning_rate': 0.3, 'lr_scaling': 'linear', 'crop_scale_min': 0.08,
                       'color_jitter_strength': 1.0, 'hflip': True, 'warmup_fraction': 0.1,
                       'head_layers': 2, 'knn_monitor_every_epochs': 10},
-    # CIFAR-10-like photos (32 px, 10 classes, ~20,000 images) on a 2-core CPU in under 30
-    # minutes of pretraining: a half-width ResNet-18 (CIFAR stem), bf16 where the CPU has it
-    # (precision auto), and a 29.5-minute time budget that sets the step count (64 epochs is
-    # only a cap; the planner keeps 5% back, so training took 28.4 minutes on an AVX2-only
-    # CPU). Chosen by measurement (docs/benchmarks.md):
-    # - twice the depth of resnet_small at half its speed beats it at equal minutes;
-    # - training crops smaller than the served 32 px train faster (benchmarks/recipe_proxy.py):
-    #   24 px beat 32 px at equal minutes (49.8% vs 46.2%); on an AVX2-only CPU 16 px crops
-    #   (100 images/s, 600 steps) matched or beat 24 px (67 images/s, 401 steps) in 25 min;
-    # - embedding_stages=4: the probe reads the pooled outputs of all four stages (480 numbers),
-    #   +3.9 points over h alone on the 16 px model, chosen on a validation split of the labels;
-    # - temperature 0.1 beat 0.2 and 0.5 at 5 epochs (48.7%, 46.2%, 43.7%); batch 256 gives 510
-    #   negatives; colour strength 0.5 and no blur as in the SimCLR CIFAR recipe; flips;
-    # - LARS peak rate 4.0, from full runs on the AVX2-only CPU at 1.0, 2.0, 3.0 and 5.0 with a
-    #   28-minute budget (protocol probe 55.5%, 56.3%, 57.9%, 57.1%), then 4.0 with 29.5
-    #   minutes: 58.3% through average pools (59.0% with max pools; a repeat gave 56.9%, so
-    #   the gain over 3.0 is not settled);
-    # - embedding_pool avg_max (average and max pools of the four stages, 960 numbers): paired
-    #   on four models, +0.5, -0.1, +0.5 and +0.7 points on the protocol probe over average
-    #   pools alone (59.0% for the 4.0 run);
-    # - contrastive_loss stays nt_xent: dcl gave 57.3% and 57.4% (on 546 and 572 steps of a
-    #   slower day) against 57.9% and 57.3%;
-    # - no local crops: two 8 px multi-crop views per image trained 464 steps instead of 678
-    #   in the same budget and scored 56.4% against 59.0%.
-    # With native bf16 (an Intel Xeon with AMX, 460-500 images/s) the same budget holds about
-    # 3,050 steps (41 epochs): 64.5% and 64.3% in two runs, the target met; the curve flattens
-    # after about 17 minutes, but 24 px crops there (1,768 steps) gave 62.7%, so 16 px stays.
+    # CIFAR-10-like photos (32 px, 10 classes, ~20,000 images), pretrained within 30 minutes on
+    # a 2-core CPU. Each choice and what it is for (the measurements behind them:
+    # docs/benchmarks.md, "Current figures" and "How the cifar preset was chosen"):
+    # - resnet18 at width 0.5, CIFAR stem: deeper than resnet_small, and at equal minutes depth
+    #   pays more than the steps it costs;
+    # - precision auto: bf16 only where the CPU has it natively (emulated bf16 is slower than
+    #   float32);
+    # - train_minutes 29.5 fixes the step count to the pace of the machine that trains; epochs
+    #   64 is only a cap (the planner keeps 5% of the budget back);
+    # - train_crop_size 16, served at 32 px (FixRes): smaller crops buy more steps per minute;
+    # - embedding_stages 4 with embedding_pool avg_max: the probe and serving read the average
+    #   and max pools of all four stages (32+64+128+256 = 480 numbers each, 960 in all), since a
+    #   short pretraining leaves the last stage least trained; no new weights;
+    # - temperature 0.1; batch 256 (510 negatives per anchor); LARS with 5% warmup, peak rate
+    #   4.0 (rates 3 to 5 beat 1 and 2; 4.0 against 3.0 is within run-to-run noise);
+    # - colour strength 0.5, no blur, flips: the SimCLR CIFAR recipe's augmentations;
+    # - nt_xent and no local crops: the alternatives did not score higher in this budget;
+    # - eval_percent 5 and labelled_fraction 0.1: most images pretrain, and the probe gets the
+    #   few labels this preset is for; bless_min_linear_top1 0.3 is a bar well above chance;
+    # - keep_checkpoints 0 (every 185 steps): `make bench-quality` probes each checkpoint.
     'cifar': {'backbone': 'resnet18', 'width_multiplier': 0.5, 'image_size': 32,
               'train_crop_size': 16, 'batch_size': 256, 'epochs': 64, 'train_minutes': 29.5,
               'precision': 'auto', 'optimizer': 'lars', 'learning_rate': 4.0,

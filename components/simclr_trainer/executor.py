@@ -37,9 +37,8 @@ TIMELINE_FILE = 'timeline.json'
 # and then fixes the step count, so the schedule still warms up and decays to 0 in the budget.
 _PACE_FROM_STEP, _PACE_STEPS = 3, 20
 # ... and plans once more from the pace of the next steps, while the rate is still near its
-# peak: the first steps run slower than the rest (the shuffle buffer and the cache filling;
-# 2.9 to 3.4 s/step against 2.7 after them on one CPU), and a plan from them alone left
-# minutes of the budget unused.
+# peak: the first steps run slower than the rest (the shuffle buffer and the cache filling),
+# and a plan from them alone leaves minutes of the budget unused.
 _REPLAN_STEPS = 100
 
 

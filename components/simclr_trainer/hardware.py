@@ -1,10 +1,10 @@
 """Which training precision this machine runs fast: `precision='auto'` is resolved here, on the
 machine that trains (a Kubeflow pod, not the machine that compiled the pipeline).
 
-Why it matters: bfloat16 is only fast where the hardware has it. On a 2-core AMD EPYC with
-AVX512_BF16 the cifar preset's step ran 1.4x faster in bf16 than in float32; on a 2-core AMD
-EPYC with AVX2 only, TensorFlow emulates bf16 and the same step ran 7-8x *slower* (28.5-28.7 s
-against 3.6-4.2 s per batch of 256; docs/benchmarks.md, benchmarks/bench_precision.py).
+Why it matters: bfloat16 is only fast where the hardware has it (AVX512_BF16, AMX, ARM bf16, a
+GPU of compute capability 8.0 and up). Where it is not, TensorFlow emulates it and a step runs
+several times *slower* than in float32. Measured figures: the bench-precision and profile-step
+blocks of docs/benchmarks.md.
 """
 from __future__ import annotations
 

@@ -109,12 +109,14 @@ def build_embedder(encoder: keras.Model, backbone: str, embedding_stages: int = 
   """encoder input -> [embedding, h]: h feeds the projection head; the embedding is what the
   probe, kNN and serving read. embedding_stages=k reads the last k stages' outputs (k=1: the
   last stage only); pool='avg' takes each one's global average pool (k=1: the embedding is h),
-  'avg_max' also its global max pool (all average pools first, then all max pools). A short
-  pretraining leaves the later stages least trained, and the earlier stages' pooled features
-  still separate classes: on the cifar preset's model, k=4 gave the protocol probe 2.0 points
-  over h; adding the max pools gave +0.3 on average over three models, within run-to-run
-  noise, so no preset uses them (docs/benchmarks.md). Both pools ignore where in the frame a
-  feature fires. No new weights."""
+  'avg_max' also its global max pool (all average pools first, then all max pools). The
+  embedding has as many numbers as the chosen stages have output channels, twice that with
+  'avg_max': the cifar preset (resnet18 at width 0.5, k=4, avg_max) reads 32+64+128+256 = 480
+  average and 480 max pools, 960 numbers, where h is 256. Why: a short pretraining leaves the
+  later stages least trained, and the earlier stages' pooled features still separate classes;
+  a max pool keeps a feature that fires in one small spot, which an average dilutes. Both
+  pools ignore where in the frame a feature fires. No new weights, so changing either reuses
+  the checkpoints. What the cifar preset's choice rests on: docs/benchmarks.md."""
   stages = stage_count(backbone)
   if not 1 <= embedding_stages <= stages:
     raise ValueError(f'embedding_stages must be 1..{stages} for {backbone}, got {embedding_stages}')
