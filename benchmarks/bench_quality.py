@@ -28,7 +28,6 @@ import argparse
 import datetime
 import glob
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -41,7 +40,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from benchmarks import docs_section
 from components import limits
@@ -85,12 +83,8 @@ def batches(items, size=500):
 def serving_embeddings(version_dir: str, images) -> np.ndarray:
   """In requests that the signature accepts (limits.plan_batches over the header sizes)."""
   serve = tf.saved_model.load(version_dir).signatures['serving_default']
-  sizes = []
-  for image in images:
-    with Image.open(io.BytesIO(image)) as opened:  # the header only
-      sizes.append(opened.size[0] * opened.size[1])
   return np.concatenate([serve(images=tf.constant([images[i] for i in request]))[
-      'embedding'].numpy() for request in limits.plan_batches(sizes)])
+      'embedding'].numpy() for request in limits.plan_batches(limits.header_pixels(images))])
 
 
 def checkpoint_embeddings(checkpoint: str, backbone: str, width: float, image_size: int,

@@ -49,3 +49,29 @@ def plan_batches(pixel_counts, max_images: int = MAX_REQUEST_IMAGES,
   if current:
     batches.append(current)
   return batches
+
+
+def header_pixels(images) -> list:
+  """Declared width x height of each image (a path or encoded bytes), from its header only
+  (Pillow decodes no pixel here): what plan_batches takes. 0 when Pillow does not know the
+  format (the server judges that image); an image over Pillow's bomb guard counts as over
+  MAX_DECODE_PIXELS, so it goes alone and the server names it."""
+  # pylint: disable=g-import-not-at-top
+  import io
+  import warnings
+  from PIL import Image, UnidentifiedImageError
+  # pylint: enable=g-import-not-at-top
+  counts = []
+  for image in images:
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        source = io.BytesIO(image) if isinstance(image, bytes) else image
+        with Image.open(source) as opened:
+          width, height = opened.size
+      counts.append(width * height)
+    except Image.DecompressionBombError:
+      counts.append(MAX_DECODE_PIXELS + 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+      counts.append(0)
+  return counts

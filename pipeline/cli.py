@@ -152,37 +152,13 @@ def _read_images(paths):
   return images
 
 
-def _declared_pixels(paths):
-  """width x height of each image file from its header (Pillow reads no pixels here); 0 when
-  Pillow does not know the format, and the server judges that file. A file over Pillow's bomb
-  guard is counted as over MAX_DECODE_PIXELS: it goes alone, and the server names it."""
-  # pylint: disable=g-import-not-at-top
-  import warnings
-  from PIL import Image, UnidentifiedImageError
-  from components import limits
-  # pylint: enable=g-import-not-at-top
-  counts = []
-  for path in paths:
-    try:
-      with warnings.catch_warnings():
-        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-        with Image.open(path) as image:
-          width, height = image.size
-      counts.append(width * height)
-    except Image.DecompressionBombError:
-      counts.append(limits.MAX_DECODE_PIXELS + 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-      counts.append(0)
-  return counts
-
-
-def _embed_in_requests(predict, images, pixel_counts, key):
+def _embed_in_requests(predict, images, key):
   """predict(list of encoded images) -> {key: [n, D]}, called once per request that the
-  serving signature accepts (limits.plan_batches); the rows come back in input order."""
+  serving signature accepts (limits.plan_batches over the headers); rows in input order."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from components import limits  # pylint: disable=g-import-not-at-top
   return np.concatenate([np.asarray(predict([images[i] for i in batch])[key])
-                         for batch in limits.plan_batches(pixel_counts)])
+                         for batch in limits.plan_batches(limits.header_pixels(images))])
 
 
 def _print_rows(paths, key, vectors) -> int:
@@ -205,7 +181,7 @@ def cmd_embed(args) -> int:
                else serving_client.rest_predict)
     vectors = _embed_in_requests(
         lambda images: predict(args.server, args.model_name, images, version=args.version),
-        _read_images(args.images), _declared_pixels(args.images), args.output_key)
+        _read_images(args.images), args.output_key)
     return _print_rows(args.images, args.output_key, vectors)
   if not args.model:
     raise ConfigError('embed needs --model DIR, --server HOST:PORT or --tflite FILE')
@@ -217,8 +193,7 @@ def cmd_embed(args) -> int:
     raise FileNotFoundError(f'no SavedModel (saved_model.pb) in {args.model} or its versions')
   serve = tf.saved_model.load(model_dir).signatures['serving_default']
   vectors = _embed_in_requests(lambda images: serve(images=tf.constant(images)),
-                               _read_images(args.images), _declared_pixels(args.images),
-                               args.output_key)
+                               _read_images(args.images), args.output_key)
   return _print_rows(args.images, args.output_key, vectors)
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 import schemas
 from components import limits
 from components.linear_evaluator import executor as evaluator
-from pipeline import cli, serving_client
+from pipeline import serving_client
 from tests.conftest import REPO, embed_with_cli, forged_png, png_bytes, pushed
 from tests.serving_double import TFServingDouble
 
@@ -86,7 +86,8 @@ def test_embed_cli_reads_declared_sizes_from_headers_only(tmp_path):
            'notes.txt': b'not an image'}
   for name, data in paths.items():
     (tmp_path / name).write_bytes(data)
-  assert cli._declared_pixels([str(tmp_path / n) for n in paths]) == [600, 49_000_000, 0]
+  assert limits.header_pixels([str(tmp_path / n) for n in paths]) == [600, 49_000_000, 0]
+  assert limits.header_pixels(list(paths.values())) == [600, 49_000_000, 0]  # as embed reads
 
 
 def tiny_pngs(n):
