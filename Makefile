@@ -18,7 +18,7 @@ $(STAMP): requirements/lock.txt setup.py
 	@echo "installing the locked environment into $(VENV) (first time: about 2 minutes)"
 	$(PY) -m pip install -q --no-deps -r requirements/lock.txt 2>&1 | { $(PIP_FILTER); }
 	$(PY) -m pip install -q --no-deps -e . 2>&1 | { $(PIP_FILTER); }
-	@$(PY) -c "import tfx, tensorflow_transform, ml_metadata, pipeline.cli" 
+	@$(PY) -c "import tfx, tensorflow_transform, ml_metadata, simclr_tools.cli" 
 	@touch $(STAMP)
 
 install: $(STAMP)

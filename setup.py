@@ -11,10 +11,11 @@ setup(
     version='0.1.0',
     description='SimCLR self-supervised pretraining as a TFX pipeline with TF Serving push',
     python_requires='>=3.10,<3.13',
-    packages=find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
+    packages=find_packages(include=['pipeline', 'pipeline.*', 'simclr_tools', 'components',
+                                    'components.*',
                                     'schemas', 'schemas.*', 'simclr_tfx']),
     package_data={'schemas': ['*.pbtxt']},
     install_requires=['tfx>=1.21,<1.22', 'tensorflow-transform', 'apache-beam', 'ml-metadata',
                       'mlxtend', 'pillow', 'pyyaml', 'scikit-learn'],
-    entry_points={'console_scripts': ['simclr-tfx=pipeline.cli:main']},
+    entry_points={'console_scripts': ['simclr-tfx=simclr_tools.cli:main']},
 )

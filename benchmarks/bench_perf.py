@@ -189,9 +189,9 @@ def bench_make_run(work: str) -> dict:
   wall = time.perf_counter() - started
   if result.returncode != 0:
     raise RuntimeError(f'make run failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}')
-  from pipeline import lineage
-  store = lineage.open_store(os.path.join(out, 'metadata.sqlite'))
-  run = lineage.latest_run(store)
+  from pipeline import run_record
+  store = run_record.open_store(os.path.join(out, 'metadata.sqlite'))
+  run = run_record.latest_run(store)
   per_component = {}
   executions = store.get_executions_by_context(run.id)
   type_names = {t.id: t.name for t in store.get_execution_types_by_id(

@@ -142,7 +142,7 @@ def protocol_probe(out, props, image_size, mean, std, train_px, train_y, test_px
 
 
 def run_pipeline(data_dir: str, out: str, preset: str, extra_sets) -> float:
-  command = [sys.executable, '-m', 'pipeline.cli', 'run', '--preset', preset, '--data-dir',
+  command = [sys.executable, '-m', 'simclr_tools.cli', 'run', '--preset', preset, '--data-dir',
              data_dir, '--output', out, '--summary-json', os.path.join(out, 'summary.json')]
   for item in extra_sets:
     command += ['--set', item]
@@ -190,12 +190,12 @@ def main() -> None:
   wall = recorded_wall(out) if args.reuse else run_pipeline(args.train_dir, out, args.preset,
                                                               extra)
 
-  from pipeline import lineage  # pylint: disable=g-import-not-at-top
+  from pipeline import run_record  # pylint: disable=g-import-not-at-top
   metadata_path = os.path.join(out, 'metadata.sqlite')
-  summary = lineage.run_summary(metadata_path)
-  store = lineage.open_store(metadata_path)
+  summary = run_record.run_summary(metadata_path)
+  store = run_record.open_store(metadata_path)
   executions = {e['component']: e
-                for e in lineage.run_executions(store, lineage.latest_run(store))}
+                for e in run_record.run_executions(store, run_record.latest_run(store))}
   model = executions['SimCLRTrainer']['outputs']['model'][0]
   graph = executions['DualViewTransform']['outputs']['transform_graph'][0]
   props = model['properties']

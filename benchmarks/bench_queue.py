@@ -25,7 +25,7 @@ SETTINGS = ['batch_size=32', 'epochs=3', 'seed=1', 'knn_monitor_every_epochs=0']
 def run(out: str, queue: int) -> dict:
   summary_path = os.path.join(out, 'summary.json')
   started = time.time()
-  cmd = [sys.executable, '-m', 'pipeline.cli', 'run', '--output', out, '--summary-json',
+  cmd = [sys.executable, '-m', 'simclr_tools.cli', 'run', '--output', out, '--summary-json',
          summary_path]
   for setting in SETTINGS + [f'negatives_queue_size={queue}']:
     cmd += ['--set', setting]

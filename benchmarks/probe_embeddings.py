@@ -66,10 +66,10 @@ def recalibrate_batch_norm(encoder, images, batch_size: int = 250) -> int:
 
 def run_properties(run: str):
   """(model properties, channel mean, channel std, last checkpoint) of a finished run."""
-  from pipeline import lineage
-  store = lineage.open_store(os.path.join(run, 'metadata.sqlite'))
+  from pipeline import run_record
+  store = run_record.open_store(os.path.join(run, 'metadata.sqlite'))
   executions = {e['component']: e
-                for e in lineage.run_executions(store, lineage.latest_run(store))}
+                for e in run_record.run_executions(store, run_record.latest_run(store))}
   props = executions['SimCLRTrainer']['outputs']['model'][0]['properties']
   graph = executions['DualViewTransform']['outputs']['transform_graph'][0]
   mean = np.array(json.loads(graph['properties']['channel_mean']), np.float32)

@@ -82,10 +82,10 @@ def parse_args():
 
 def run_artifacts(run: str):
   """(train split uri, augmentation policy, channel mean, channel std) of the run's transform."""
-  from pipeline import lineage  # pylint: disable=g-import-not-at-top
-  store = lineage.open_store(os.path.join(run, 'metadata.sqlite'))
+  from pipeline import run_record  # pylint: disable=g-import-not-at-top
+  store = run_record.open_store(os.path.join(run, 'metadata.sqlite'))
   executions = {e['component']: e
-                for e in lineage.run_executions(store, lineage.latest_run(store))}
+                for e in run_record.run_executions(store, run_record.latest_run(store))}
   outputs = executions['DualViewTransform']['outputs']
   graph = outputs['transform_graph'][0]
   examples = outputs['transformed_examples'][0]

@@ -13,11 +13,8 @@ import re
 from typing import Any, Dict, Iterable, List, Optional
 
 from components import limits
+from components.errors import ConfigError
 from components.simclr_trainer.hardware import PRECISIONS
-
-
-class ConfigError(ValueError):
-  """A configuration value is unknown, of the wrong type or out of range."""
 
 
 @dataclasses.dataclass

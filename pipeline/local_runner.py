@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tfx.orchestration.local import local_dag_runner
 
-from pipeline import cli
+from components import errors
 from pipeline.pipeline import create_pipeline
 from pipeline.runner import config_from_environment, locked_output
 
@@ -31,7 +31,7 @@ def main() -> int:
     with locked_output(CONFIG):
       local_dag_runner.LocalDagRunner().run(PIPELINE)
   except BaseException as e:  # pylint: disable=broad-except
-    return cli.report_failure(e, verbose=False)
+    return errors.report_failure(e, verbose=False)
   return 0
 
 

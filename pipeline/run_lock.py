@@ -27,17 +27,11 @@ import threading
 import time
 from typing import List
 
+from components.errors import OutputFolderError, RunLockedError
+
 LOCK_FILE = '.simclr-tfx.lock'
 RUNNING_FILE = '.simclr-tfx.running'
 FAILURE_PROPERTY = 'simclr_tfx_failure'
-
-
-class RunLockedError(RuntimeError):
-  """Another run is using the same output folder."""
-
-
-class OutputFolderError(RuntimeError):
-  """The output folder cannot be created or written."""
 
 
 class Interrupted(KeyboardInterrupt):

@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any, Dict
 
-from pipeline import demo_data, lineage, run_lock
+from pipeline import demo_data, run_lock, run_record
 from pipeline.config import PipelineConfig, build_config
 from pipeline.pipeline import create_pipeline, paths
 
@@ -59,7 +59,7 @@ def run_pipeline(config: PipelineConfig, engine: str = 'local') -> Dict[str, Any
     else:
       from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
       beam_dag_runner.BeamDagRunner().run(tfx_pipeline)
-  summary = lineage.run_summary(where['metadata'], config.pipeline_name)
+  summary = run_record.run_summary(where['metadata'], config.pipeline_name)
   summary.update(engine=engine, data_dir=config.data_dir, wall_seconds=round(time.time() - started, 1))
   return summary
 

@@ -33,7 +33,7 @@ def embed_with_cli(paths, *where):
   import json
   import subprocess
   import sys
-  result = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'embed', *where, *paths],
+  result = subprocess.run([sys.executable, '-m', 'simclr_tools.cli', 'embed', *where, *paths],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = json.loads(result.stdout)

@@ -100,7 +100,7 @@ def test_presets():
 
 
 def run_cli(*args, timeout=120):
-  return subprocess.run([sys.executable, '-m', 'pipeline.cli', *args], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', 'simclr_tools.cli', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout)
 
 

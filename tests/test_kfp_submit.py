@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from pipeline import cli, kfp_submit
+from simclr_tools import cli, kfp_submit
 from pipeline.config import ConfigError
 from tests.conftest import REPO
 from tests.kfp_api_double import KfpApiDouble

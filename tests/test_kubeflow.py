@@ -1,5 +1,5 @@
 """Kubeflow Pipelines: the compiled spec, and the whole DAG run through TFX's Kubeflow V2 container
-entrypoint task by task (pipeline/kfp_local.py stands in for KFP's driver and launcher)."""
+entrypoint task by task (simclr_tools/kfp_local.py stands in for KFP's driver and launcher)."""
 import json
 import os
 import subprocess
@@ -48,7 +48,7 @@ def compiled(mnist_subset, tmp_path_factory):
 
 def test_the_package_parses_as_a_kfp_pipeline_spec_with_the_dag(compiled):
   from pipeline.kubeflow_runner import load_package
-  from pipeline.kfp_local import task_order
+  from simclr_tools.kfp_local import task_order
   tmp, written = compiled
   spec, platform = load_package(written['package'])
   tasks = spec.root.dag.tasks
@@ -107,7 +107,7 @@ def test_the_whole_dag_runs_through_the_kubeflow_container_entrypoint(compiled, 
   """Every task's container command from the spec, in a subprocess, with local paths: ingest to
   push, the same executors and artifact passing as on a cluster."""
   import tensorflow as tf
-  from pipeline import kfp_local
+  from simclr_tools import kfp_local
   tmp, written = compiled
   result = kfp_local.run_package(written['package'], str(tmp / 'work'))
   assert set(result['tasks']) == set(EXECUTORS)
@@ -132,7 +132,7 @@ def test_the_whole_dag_runs_through_the_kubeflow_container_entrypoint(compiled, 
 
 
 def test_compile_command_and_the_environment_runner_write_the_same_dag(mnist_subset, tmp_path):
-  from pipeline import cli
+  from simclr_tools import cli
   from pipeline.kubeflow_runner import load_package
   assert cli.main(['compile', '--preset', 'smoke', '--data-dir', mnist_subset,
                    '--image', 'img:1', '--pipeline-root', str(tmp_path / 'root'),

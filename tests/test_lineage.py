@@ -22,7 +22,7 @@ def two_runs(mnist_subset, tmp_path_factory):
 
 
 def test_the_newest_version_traces_back_to_the_ingested_folder(two_runs):
-  from pipeline import lineage
+  from simclr_tools import lineage
   out, _, second = two_runs
   chain = lineage.model_lineage(os.path.join(out, 'metadata.sqlite'))
   assert chain['pushed_version'] == second['pushed_version']
@@ -42,7 +42,7 @@ def test_the_newest_version_traces_back_to_the_ingested_folder(two_runs):
 
 
 def test_an_older_version_is_found_by_number_and_a_missing_one_is_named(two_runs):
-  from pipeline import lineage
+  from simclr_tools import lineage
   out, first, _ = two_runs
   path = os.path.join(out, 'metadata.sqlite')
   chain = lineage.model_lineage(path, version=int(first['pushed_version']))
@@ -53,7 +53,7 @@ def test_an_older_version_is_found_by_number_and_a_missing_one_is_named(two_runs
 
 
 def test_forward_lineage_lists_both_models_of_the_fingerprint(two_runs):
-  from pipeline import lineage
+  from simclr_tools import lineage
   out, first, second = two_runs
   assert first['data_fingerprint'] == second['data_fingerprint']
   models = lineage.models_from_fingerprint(os.path.join(out, 'metadata.sqlite'),
@@ -67,7 +67,7 @@ def test_forward_lineage_lists_both_models_of_the_fingerprint(two_runs):
 
 
 def test_cli_text_json_dot_and_png(two_runs, tmp_path, capsys):
-  from pipeline import cli
+  from simclr_tools import cli
   out, first, second = two_runs
   assert cli.main(['lineage', '--output', out]) == 0
   text = capsys.readouterr().out

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import lineage, runner
+from pipeline import run_record, runner
 from tfx.utils import path_utils
 
 from components.pusher import push
@@ -41,8 +41,8 @@ EXPECTED_IO = {
 
 
 def executions_by_component(metadata_path):
-  store = lineage.open_store(metadata_path)
-  return {e['component']: e for e in lineage.run_executions(store, lineage.latest_run(store))}
+  store = run_record.open_store(metadata_path)
+  return {e['component']: e for e in run_record.run_executions(store, run_record.latest_run(store))}
 
 
 def test_every_execution_completes_with_its_artifacts(local_run):
@@ -228,7 +228,7 @@ def test_cli_run_prints_the_summary(mnist_subset, tmp_path):
   import sys
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
-      [sys.executable, '-m', 'pipeline.cli', 'run', '--data-dir', mnist_subset, '--output',
+      [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', mnist_subset, '--output',
        str(tmp_path / 'cli'), '--preset', 'smoke', '--summary-json', str(tmp_path / 's.json')],
       cwd=repo, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -237,14 +237,14 @@ def test_cli_run_prints_the_summary(mnist_subset, tmp_path):
   with open(tmp_path / 's.json') as f:
     summary = json.load(f)
   assert summary['pushed'] and os.path.isdir(summary['pushed_destination'])
-  lineage_out = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'lineage', '--run',
+  lineage_out = subprocess.run([sys.executable, '-m', 'simclr_tools.cli', 'lineage', '--run',
                                 '--output', str(tmp_path / 'cli'), '--json'], cwd=repo,
                                capture_output=True,
                                text=True, timeout=300)
   assert lineage_out.returncode == 0, lineage_out.stderr[-2000:]
   assert len(json.loads(lineage_out.stdout)['executions']) == len(NODES)
   digit = sorted(glob.glob(os.path.join(mnist_subset, '3', '*.png')))[0]
-  embed = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'embed', '--model',
+  embed = subprocess.run([sys.executable, '-m', 'simclr_tools.cli', 'embed', '--model',
                           os.path.join(str(tmp_path / 'cli'), 'serving', 'simclr_encoder'), digit],
                          cwd=repo, capture_output=True, text=True, timeout=300)
   assert embed.returncode == 0, embed.stderr[-2000:]
@@ -375,7 +375,7 @@ def test_tflite_models_pushed_with_parity_and_embed_cli(local_run, mnist_subset)
   assert tflite.cosine(on_device, served).min() > 0.95
 
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = subprocess.run([sys.executable, '-m', 'pipeline.cli', 'embed', '--tflite',
+  result = subprocess.run([sys.executable, '-m', 'simclr_tools.cli', 'embed', '--tflite',
                            os.path.join(tflite_dir, 'encoder.tflite'), *digits[:2]], cwd=repo,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]

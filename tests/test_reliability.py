@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import lineage, run_lock
+from pipeline import run_lock, run_record
 from tests.conftest import png_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cli(*args, env=None, timeout=900):
-  return subprocess.run([sys.executable, '-m', 'pipeline.cli', *args], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', 'simclr_tools.cli', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout,
                         env={**os.environ, **(env or {})})
 
@@ -29,10 +29,10 @@ def smoke_run(data_dir, out, *extra, env=None):
 
 def executions(out):
   """Every execution in the store (all runs), as (component, state, failure reason)."""
-  store = lineage.open_store(os.path.join(str(out), 'metadata.sqlite'))
+  store = run_record.open_store(os.path.join(str(out), 'metadata.sqlite'))
   result = []
   for run in store.get_contexts_by_type('pipeline_run'):
-    for e in lineage.run_executions(store, run):
+    for e in run_record.run_executions(store, run):
       failure = store.get_executions_by_id([e['id']])[0].custom_properties.get(
           run_lock.FAILURE_PROPERTY)
       result.append((e['component'], e['state'], failure.string_value if failure else ''))
@@ -41,7 +41,7 @@ def executions(out):
 
 def live_artifacts(out, type_name, producer_uri_part):
   from ml_metadata.proto import metadata_store_pb2
-  store = lineage.open_store(os.path.join(str(out), 'metadata.sqlite'))
+  store = run_record.open_store(os.path.join(str(out), 'metadata.sqlite'))
   return [a for a in store.get_artifacts_by_type(type_name)
           if a.state == metadata_store_pb2.Artifact.LIVE and producer_uri_part in a.uri]
 
@@ -168,7 +168,7 @@ def test_every_entry_point_takes_the_run_lock(mnist_subset, tmp_path):
   with run_lock.run_lock(str(out), str(out / 'metadata.sqlite')):
     result = subprocess.run([sys.executable, 'pipeline/local_runner.py'], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
-    from pipeline import kfp_local
+    from simclr_tools import kfp_local
     with pytest.raises(run_lock.RunLockedError):
       kfp_local.run_package(str(tmp_path / 'no-such-package.yaml'), str(out))
   assert result.returncode == 1, result.stderr[-2000:]
@@ -181,7 +181,7 @@ def test_two_pipelines_sharing_one_serving_folder_push_at_once(mnist_subset, tmp
   time: both succeed, each version is the one its run recorded, models.config names the model."""
   serving = tmp_path / 'shared_serving'
   procs = [subprocess.Popen(
-      [sys.executable, '-m', 'pipeline.cli', 'run', '--data-dir', mnist_subset, '--output',
+      [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', mnist_subset, '--output',
        str(tmp_path / f'out{i}'), '--preset', 'smoke', '--set', f'serving_dir={serving}',
        '--set', f'seed={i}', '--summary-json', str(tmp_path / f'summary{i}.json')],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

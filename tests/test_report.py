@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli, lineage, report, svg_graph
+from pipeline import run_record
+from simclr_tools import cli, report, svg_graph
 
 BROWSERS = ('chromium', 'chromium-browser', 'google-chrome')
 _REF = re.compile(r'\b(src|href)\s*=\s*["\']([^"\']*)["\']', re.IGNORECASE)
@@ -72,9 +73,9 @@ def written(local_run, tmp_path_factory):
   path = report.write_report(out, str(tmp_path_factory.mktemp('report') / 'page.html'))
   with open(path, encoding='utf-8') as f:
     page = f.read()
-  store = lineage.open_store(metadata_path)
-  executions = lineage.run_executions(store, lineage.latest_run(store))
-  return path, page, lineage.run_summary(metadata_path), executions
+  store = run_record.open_store(metadata_path)
+  executions = run_record.run_executions(store, run_record.latest_run(store))
+  return path, page, run_record.run_summary(metadata_path), executions
 
 
 def test_page_is_one_file_with_nothing_external(written):
@@ -139,8 +140,8 @@ def test_training_curves_are_an_inline_png_and_hyperparameters_a_table(written):
   for tag in ('loss', 'contrastive_accuracy', 'learning_rate'):
     assert f'<td>{tag}</td>' in page  # the table of last values next to the curves
   trainer, = [e for e in executions if e['component'] == 'SimCLRTrainer']
-  store = lineage.open_store(written[2]['metadata'])
-  hparams = lineage.properties(store.get_executions_by_id([trainer['id']])[0])
+  store = run_record.open_store(written[2]['metadata'])
+  hparams = run_record.properties(store.get_executions_by_id([trainer['id']])[0])
   for name in ('batch_size', 'temperature', 'optimizer', 'backbone'):
     assert f'<tr><td>{name}</td><td>{hparams[name]}</td></tr>' in page
 

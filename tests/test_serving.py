@@ -14,7 +14,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from components.pusher import push, serving_files
-from pipeline import serving_client
+from simclr_tools import serving_client
 from tests.conftest import REPO, embed_with_cli, pushed
 from tests.serving_double import TFServingDouble
 
@@ -86,7 +86,7 @@ def test_embed_cli_against_a_server(local_run, mnist_subset):
           embed_with_cli(paths, '--server', address, '--protocol', protocol, '--model-name',
                          config.model_name), direct, rtol=1e-4, atol=1e-5)
   unreachable = subprocess.run(
-      [sys.executable, '-m', 'pipeline.cli', 'embed', '--server', '127.0.0.1:9', paths[0]],
+      [sys.executable, '-m', 'simclr_tools.cli', 'embed', '--server', '127.0.0.1:9', paths[0]],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert unreachable.returncode == 1
   assert 'cannot reach TF Serving REST' in unreachable.stderr

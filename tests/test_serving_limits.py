@@ -19,7 +19,7 @@ from PIL import Image
 import schemas
 from components import limits
 from components.linear_evaluator import executor as evaluator
-from pipeline import serving_client
+from simclr_tools import serving_client
 from tests.conftest import REPO, embed_with_cli, forged_png, png_bytes, pushed
 from tests.serving_double import TFServingDouble
 

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from pipeline import lineage
+from pipeline import run_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET_MINUTES, EPOCH_STEPS = 0.5, 100_000
@@ -13,7 +13,7 @@ BUDGET_MINUTES, EPOCH_STEPS = 0.5, 100_000
 
 def test_time_budget_fits_the_steps_and_records_the_plan(mnist_subset, tmp_path):
   out = str(tmp_path / 'out')
-  command = [sys.executable, '-m', 'pipeline.cli', 'run', '--data-dir', mnist_subset,
+  command = [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', mnist_subset,
              '--output', out, '--preset', 'smoke', '--set', f'train_steps={EPOCH_STEPS}',
              '--set', f'train_minutes={BUDGET_MINUTES}', '--set', 'checkpoint_every_steps=50',
              '--set', 'precision=auto']
@@ -32,9 +32,9 @@ def test_time_budget_fits_the_steps_and_records_the_plan(mnist_subset, tmp_path)
   planned = plans[-1][1]
   assert 23 < planned < EPOCH_STEPS
 
-  store = lineage.open_store(os.path.join(out, 'metadata.sqlite'))
-  executions = {e['component']: e for e in lineage.run_executions(store,
-                                                                  lineage.latest_run(store))}
+  store = run_record.open_store(os.path.join(out, 'metadata.sqlite'))
+  executions = {e['component']: e for e in run_record.run_executions(store,
+                                                                  run_record.latest_run(store))}
   props = executions['SimCLRTrainer']['outputs']['model'][0]['properties']
   assert props['precision'] in ('float32', 'mixed_bfloat16')
   ckpt_dir = os.path.join(out, 'pipeline_root', '_checkpoints', props['run_fingerprint'])

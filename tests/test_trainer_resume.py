@@ -7,14 +7,14 @@ import sys
 import time
 
 
-from pipeline import lineage
+from pipeline import run_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EVERY = 400, 10
 
 
 def command(data_dir, out):
-  return [sys.executable, '-m', 'pipeline.cli', 'run', '--data-dir', data_dir, '--output', out,
+  return [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', data_dir, '--output', out,
           '--preset', 'smoke', '--set', f'train_steps={STEPS}',
           '--set', f'checkpoint_every_steps={EVERY}']
 
@@ -48,9 +48,9 @@ def test_sigkill_mid_training_then_rerun_resumes(mnist_subset, tmp_path):
   assert logged and min(logged) > resumed  # finished steps were not repeated
   assert max(logged) == STEPS
 
-  store = lineage.open_store(os.path.join(out, 'metadata.sqlite'))
-  executions = {e['component']: e for e in lineage.run_executions(store,
-                                                                  lineage.latest_run(store))}
+  store = run_record.open_store(os.path.join(out, 'metadata.sqlite'))
+  executions = {e['component']: e for e in run_record.run_executions(store,
+                                                                  run_record.latest_run(store))}
   assert executions['ImageIngest']['state'] == 'CACHED'  # finished before the kill
   trainer = executions['SimCLRTrainer']
   assert trainer['state'] == 'COMPLETE'

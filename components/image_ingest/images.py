@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from components import limits
+from components.errors import IngestError
 
 # Formats whose original bytes are kept as they are (TensorFlow decodes them natively).
 _KEEP_AS_IS = {'JPEG', 'PNG'}  # MPO (multi-picture JPEG) is re-encoded: TF sees its frames
@@ -43,10 +44,6 @@ _JPEG_FAMILY = ('JPEG', 'MPO')
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _NOT_REGULAR = 'not a regular file (FIFO, socket or device)'
-
-
-class IngestError(RuntimeError):
-  """The source cannot produce a usable data set (empty, missing, nothing valid)."""
 
 
 # Formats decoded and accepted. Anything else Pillow recognises (PSD, ICO, EPS, PDF...) is

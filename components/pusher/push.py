@@ -33,6 +33,7 @@ import uuid
 from typing import Callable, Dict, Iterator, List, Optional, Protocol
 
 from components import failpoints
+from components.errors import PushError
 
 SOURCE_FILE = os.path.join('assets.extra', 'simclr_tfx_source.json')
 STAGING_PREFIX = '.staging-'
@@ -41,10 +42,6 @@ JOURNAL_PREFIX = '.publishing-'
 LOCK_FILE = '.simclr-tfx-serving.lock'
 LAST_VERSION_FILE = '.simclr-tfx-last-version'
 LOCK_TIMEOUT_S = 600  # a commit takes milliseconds; a holder this slow is stuck
-
-
-class PushError(RuntimeError):
-  """A push cannot be published (a URI base, the serving lock never freed, ...)."""
 
 
 def versions(model_dir: str) -> List[int]:

@@ -28,7 +28,7 @@ import socket
 import urllib.parse
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from pipeline.config import ConfigError
+from components.errors import ConfigError, KfpSubmitError
 
 DEFAULT_CRON = '0 0 3 * * *'  # every day at 03:00:00
 DEFAULT_EXPERIMENT = 'simclr-tfx'
@@ -41,10 +41,6 @@ CRON_FIELDS = (('second', 0, 59), ('minute', 0, 59), ('hour', 0, 23), ('day of m
                ('month', 1, 12), ('day of week', 0, 6))
 CRON_NAMES = {'jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov',
               'dec', 'sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'}
-
-
-class KfpSubmitError(RuntimeError):
-  """The cluster could not be reached or refused a request; the message is one line."""
 
 
 @dataclasses.dataclass

@@ -23,9 +23,7 @@ from typing import Any, Dict, List, Optional
 
 from google.protobuf import json_format
 
-
-class TaskFailed(RuntimeError):
-  pass
+from components.errors import TaskFailed
 
 
 def task_order(spec) -> List[str]:

@@ -7,7 +7,9 @@ import logging
 import os
 import sys
 
-from pipeline.config import PRESETS, ConfigError, build_config
+from components import errors
+from components.errors import ConfigError
+from pipeline.config import PRESETS, build_config
 
 
 def _quiet_tf():
@@ -41,7 +43,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_lineage(args) -> int:
-  from pipeline import lineage  # pylint: disable=g-import-not-at-top
+  from simclr_tools import lineage  # pylint: disable=g-import-not-at-top
   metadata_path = os.path.join(args.output, 'metadata.sqlite')
   if args.data_fingerprint:
     models = lineage.models_from_fingerprint(metadata_path, args.data_fingerprint)
@@ -58,7 +60,7 @@ def cmd_lineage(args) -> int:
             f"\n      {m['model_uri']}")
     return 0
   if args.run:
-    return _print_run(lineage, metadata_path, args.json)
+    return _print_run(metadata_path, args.json)
   chain = lineage.model_lineage(metadata_path, args.version)
   if args.dot:
     dot_text = lineage.to_dot(chain['graph'])
@@ -78,11 +80,12 @@ def cmd_lineage(args) -> int:
   return 0
 
 
-def _print_run(lineage, metadata_path: str, as_json: bool) -> int:
+def _print_run(metadata_path: str, as_json: bool) -> int:
   """Every execution of the latest run with its input and output artifacts."""
-  store = lineage.open_store(metadata_path)
-  run = lineage.latest_run(store)
-  executions = lineage.run_executions(store, run)
+  from pipeline import run_record  # pylint: disable=g-import-not-at-top
+  store = run_record.open_store(metadata_path)
+  run = run_record.latest_run(store)
+  executions = run_record.run_executions(store, run)
   if as_json:
     print(json.dumps({'run_id': run.name, 'executions': executions}, indent=2, default=str))
     return 0
@@ -111,7 +114,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_kfp_local(args) -> int:
-  from pipeline import kfp_local  # pylint: disable=g-import-not-at-top
+  from simclr_tools import kfp_local  # pylint: disable=g-import-not-at-top
   result = kfp_local.run_package(args.package, args.work_dir)
   for name, task in result['tasks'].items():
     print(f"{name:45s} {task['seconds']:7.1f}s")
@@ -120,13 +123,13 @@ def cmd_kfp_local(args) -> int:
 
 
 def cmd_report(args) -> int:
-  from pipeline import report  # pylint: disable=g-import-not-at-top
+  from simclr_tools import report  # pylint: disable=g-import-not-at-top
   print(f'report written to {report.write_report(args.output, args.html)}')
   return 0
 
 
 def cmd_kfp_submit(args) -> int:
-  from pipeline import kfp_submit  # pylint: disable=g-import-not-at-top
+  from simclr_tools import kfp_submit  # pylint: disable=g-import-not-at-top
   request = kfp_submit.SubmitRequest(
       host=args.host, package=args.package, pipeline_name=args.pipeline_name,
       experiment=args.experiment, cron=args.cron, once=args.once, run_name=args.run_name,
@@ -176,7 +179,7 @@ def cmd_embed(args) -> int:
     pixels = tflite.decode_pixels(_read_images(args.images), encoder.image_size)
     return _print_rows(args.images, 'embedding', encoder.embed(pixels))
   if args.server:
-    from pipeline import serving_client  # pylint: disable=g-import-not-at-top
+    from simclr_tools import serving_client  # pylint: disable=g-import-not-at-top
     predict = (serving_client.grpc_predict if args.protocol == 'grpc'
                else serving_client.rest_predict)
     vectors = _embed_in_requests(
@@ -315,46 +318,7 @@ def main(argv=None) -> int:
   try:
     return args.func(args)
   except BaseException as e:  # pylint: disable=broad-except
-    return report_failure(e, args.verbose)
-
-
-def report_failure(error: BaseException, verbose: bool) -> int:
-  """Expected failures (a bad config, bad data, a locked or unwritable output folder, a full
-  disk, a failed component, Ctrl-C) end with one clear line and an exit code: 2 for the config,
-  130 for an interrupt, 1 otherwise; with verbose (-v) the traceback follows instead."""
-  if isinstance(error, ConfigError):
-    print(f'simclr-tfx: {error}', file=sys.stderr)
-    return 2
-  if isinstance(error, (SystemExit, GeneratorExit)) or (
-      verbose and not isinstance(error, KeyboardInterrupt)):
-    raise error
-  if isinstance(error, KeyboardInterrupt):
-    print(f'simclr-tfx: interrupted ({error.args[0] if error.args else "SIGINT"}); running steps '
-          'were marked FAILED in ML Metadata; run the same command again to resume (finished '
-          'steps are reused, training continues from its last checkpoint)', file=sys.stderr)
-    return 130
-  print(f'simclr-tfx: {_describe(error)}', file=sys.stderr)
-  return 1
-
-
-def _describe(error: Exception) -> str:
-  from pipeline import run_lock  # pylint: disable=g-import-not-at-top
-  from pipeline import serving_client  # pylint: disable=g-import-not-at-top
-  from pipeline import kfp_local  # pylint: disable=g-import-not-at-top
-  known = (FileNotFoundError, LookupError, run_lock.RunLockedError, run_lock.OutputFolderError,
-           serving_client.ServingError, kfp_local.TaskFailed)
-  try:
-    from components.image_ingest.images import IngestError  # pylint: disable=g-import-not-at-top
-    known += (IngestError,)
-  except ImportError:
-    pass
-  if isinstance(error, known):
-    return str(error)
-  if isinstance(error, OSError) and error.errno is not None:
-    where = f' ({error.filename})' if error.filename else ''
-    return f'{error.strerror}{where}: the run stopped; nothing partial was published'
-  return (f'run failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
-          ' (the log above has the details; rerun with -v for a traceback)')
+    return errors.report_failure(e, args.verbose)
 
 
 if __name__ == '__main__':

@@ -12,11 +12,9 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from components.errors import ServingError
+
 INPUT_KEY = 'images'
-
-
-class ServingError(RuntimeError):
-  """The model server answered with an error, or could not be reached."""
 
 
 def _model_path(model_name: str, version: Optional[int]) -> str:

@@ -15,7 +15,8 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pipeline import lineage, svg_graph
+from pipeline import run_record
+from simclr_tools import svg_graph
 
 REPORT_FILE = 'report.html'
 PREVIEW_PNG = 'preview.png'  # DualViewTransform's PREVIEW_FILE (its module imports Beam and TFT)
@@ -85,13 +86,13 @@ def _collect(output_dir: str) -> Dict[str, Any]:
     raise FileNotFoundError(
         f'no ML Metadata store at {metadata_path}: {output_dir} holds no pipeline run; run '
         f'`simclr-tfx run --output {output_dir}` first, or pass the OUT folder of a run')
-  store = lineage.open_store(metadata_path)
-  run = lineage.latest_run(store)
-  executions = lineage.run_executions(store, run)
-  exec_props = {e.id: lineage.properties(e)
+  store = run_record.open_store(metadata_path)
+  run = run_record.latest_run(store)
+  executions = run_record.run_executions(store, run)
+  exec_props = {e.id: run_record.properties(e)
                 for e in store.get_executions_by_id([x['id'] for x in executions])}
   return {'metadata_path': os.path.abspath(metadata_path), 'run': run, 'executions': executions,
-          'exec_props': exec_props, 'summary': lineage.run_summary(metadata_path)}
+          'exec_props': exec_props, 'summary': run_record.run_summary(metadata_path)}
 
 
 def _find(executions, type_suffix: str) -> Optional[Dict[str, Any]]:

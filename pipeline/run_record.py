@@ -1,0 +1,140 @@
+"""Reads ML Metadata (OUT/metadata.sqlite): the executions of a run and its one-line-per-fact
+summary, which the runners print at the end and the tools (lineage, report) build on."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+
+
+def open_store(metadata_path: str) -> mlmd.MetadataStore:
+  if not os.path.isfile(metadata_path):
+    raise FileNotFoundError(f'no ML Metadata store at {metadata_path}; run the pipeline first')
+  config = metadata_store_pb2.ConnectionConfig()
+  config.sqlite.filename_uri = metadata_path
+  config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  return mlmd.MetadataStore(config)
+
+
+def _value(v: metadata_store_pb2.Value) -> Any:
+  kind = v.WhichOneof('value')
+  if kind == 'struct_value':
+    from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+    return json_format.MessageToDict(v.struct_value)
+  return getattr(v, kind) if kind else None
+
+
+def properties(node) -> Dict[str, Any]:
+  result = {k: _value(v) for k, v in node.properties.items()}
+  result.update({k: _value(v) for k, v in node.custom_properties.items()})
+  return result
+
+
+def _component_id(store, execution, node_type_id) -> str:
+  """The pipeline node (component id) an execution belongs to, from its 'node' context."""
+  for context in store.get_contexts_by_execution(execution.id):
+    if context.type_id == node_type_id:
+      return context.name.split('.')[-1]  # '<pipeline>.<node id>'
+  return execution.name
+
+
+def latest_run(store: mlmd.MetadataStore, pipeline_name: Optional[str] = None):
+  runs = store.get_contexts_by_type('pipeline_run')
+  if pipeline_name:
+    runs = [r for r in runs if _run_belongs(store, r, pipeline_name)]
+  if not runs:
+    raise LookupError('the ML Metadata store holds no pipeline run')
+  return max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def _run_belongs(store, run_context, pipeline_name) -> bool:
+  parents = store.get_parent_contexts_by_context(run_context.id)
+  return any(p.name == pipeline_name for p in parents) or run_context.name.startswith(
+      pipeline_name)
+
+
+def run_executions(store: mlmd.MetadataStore, run_context) -> List[Dict[str, Any]]:
+  """Each execution of a run with its component, state and input/output artifacts."""
+  executions = store.get_executions_by_context(run_context.id)
+  types = {t.id: t.name for t in store.get_execution_types()}
+  artifact_types = {t.id: t.name for t in store.get_artifact_types()}
+  node_type = store.get_context_type('node')
+  result = []
+  for execution in sorted(executions, key=lambda e: e.id):
+    events = store.get_events_by_execution_ids([execution.id])
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    entry = {'id': execution.id, 'type': types.get(execution.type_id, ''),
+             'component': _component_id(store, execution, node_type.id),
+             'state': STATE_NAMES.get(execution.last_known_state, 'UNKNOWN'),
+             'inputs': {}, 'outputs': {}}
+    for event in events:
+      if event.artifact_id not in artifacts:
+        continue
+      artifact = artifacts[event.artifact_id]
+      key = event.path.steps[0].key if event.path.steps else ''
+      side = 'outputs' if event.type in _OUTPUT_EVENTS else (
+          'inputs' if event.type in _INPUT_EVENTS else None)
+      if side:
+        entry[side].setdefault(key, []).append({
+            'id': artifact.id, 'type': artifact_types.get(artifact.type_id, ''),
+            'uri': artifact.uri, 'properties': properties(artifact)})
+    result.append(entry)
+  return result
+
+
+def _first_output(executions, type_suffix: str, key: str):
+  for entry in executions:
+    if entry['type'].endswith(type_suffix) and entry['outputs'].get(key):
+      return entry['outputs'][key][0]
+  return None
+
+
+def run_summary(metadata_path: str, pipeline_name: Optional[str] = None) -> Dict[str, Any]:
+  """Where the latest run's model went, its probe accuracy, and how each step ended."""
+  store = open_store(metadata_path)
+  run = latest_run(store, pipeline_name)
+  executions = run_executions(store, run)
+  pushed = _first_output(executions, 'Pusher', 'pushed_model')
+  evaluation = _first_output(executions, 'LinearEvaluator', 'evaluation')
+  report = _first_output(executions, 'ImageIngest', 'report')
+  run_log = _first_output(executions, 'SimCLRTrainer', 'model_run')
+  metrics = {}
+  if evaluation:
+    path = os.path.join(evaluation['uri'], 'metrics.json')
+    if os.path.isfile(path):
+      with open(path, encoding='utf-8') as f:
+        metrics = json.load(f)
+  pushed_props = pushed['properties'] if pushed else {}
+  return {
+      'run_id': run.name,
+      'metadata': os.path.abspath(metadata_path),
+      'executions': [{'component': e['component'], 'type': e['type'], 'state': e['state']}
+                     for e in executions],
+      'pushed': bool(pushed_props.get('pushed')),
+      'pushed_destination': pushed_props.get('pushed_destination'),
+      'pushed_version': pushed_props.get('pushed_version'),
+      'push_reason': pushed_props.get('reason'),
+      'edge_models': pushed_props.get('edge_models'),
+      'linear_top1': metrics.get('linear_top1'),
+      'knn_top1': metrics.get('knn_top1'),
+      'linear_top5': metrics.get('linear_top5'),
+      'linear_probe_by_fraction': metrics.get('linear_probe_by_fraction'),
+      'raw_pixels_linear_top1': metrics.get('raw_pixels_linear_top1'),
+      'random_init_encoder_linear_top1': metrics.get('random_init_encoder_linear_top1'),
+      'evaluation_dir': evaluation['uri'] if evaluation else None,
+      'models_config': pushed_props.get('models_config'),
+      'num_labelled': metrics.get('num_labelled'),
+      'num_eval': metrics.get('num_eval'),
+      'blessing_reason': metrics.get('blessing_reason'),
+      'data_fingerprint': report['properties'].get('data_fingerprint') if report else None,
+      'num_examples': report['properties'].get('num_examples') if report else None,
+      'num_quarantined': report['properties'].get('num_quarantined') if report else None,
+      'tensorboard_logdir': run_log['uri'] if run_log else None,
+  }
