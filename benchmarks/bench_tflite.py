@@ -22,7 +22,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf
 
 from benchmarks import docs_section
-from components.edge_export import tflite
+from components.edge_export import contract as edge_contract, tflite
 from components.pusher import push
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +74,7 @@ def main() -> None:
       ('SavedModel `serving_pixels` (decoded pixels in)', 'TF, 2 threads', saved_model_bytes,
        median_ms(lambda: serve_pixels(pixels=one_pixels), args.runs)),
   ]
-  for name, label in ((tflite.FLOAT_FILE, 'TFLite float32'), (tflite.INT8_FILE, 'TFLite int8')):
+  for name, label in ((edge_contract.FLOAT_FILE, 'TFLite float32'), (edge_contract.INT8_FILE, 'TFLite int8')):
     path = os.path.join(tflite_dir, name)
     if not os.path.isfile(path):
       rows.append((label, 'not pushed (see tflite/parity.json)', 0, float('nan')))

@@ -3,9 +3,13 @@ import json
 import os
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 import schemas
+from components import limits
+
+_READ_BATCH = 256  # records read at a time; requests to serving_default: limits.plan_batches
 
 
 def make_output_dirs(output_dict) -> None:
@@ -44,3 +48,30 @@ def encoded_images(split_uri: str, limit: int) -> list:
   data = (tf.data.TFRecordDataset(split_files(split_uri), compression_type='GZIP')
           .map(lambda r: tf.io.parse_single_example(r, spec)[schemas.IMAGE_KEY]).take(limit))
   return [x.numpy() for x in data]
+
+
+def read_labelled(split_uri: str):
+  """(encoded image batches, labels) of the records of one raw split whose label may be used:
+  flagged by ImageIngest (train: within the labelled fraction; eval: every labelled record).
+
+  Each batch is one request that serving_default accepts (limits.plan_batches over the stored
+  height x width), in record order: the served model refuses larger requests."""
+  spec = {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+          schemas.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+          schemas.LABELLED_KEY: tf.io.FixedLenFeature([], tf.int64),
+          schemas.HEIGHT_KEY: tf.io.FixedLenFeature([], tf.int64),
+          schemas.WIDTH_KEY: tf.io.FixedLenFeature([], tf.int64)}
+  data = (tf.data.TFRecordDataset(split_files(split_uri), compression_type='GZIP')
+          .map(lambda r: tf.io.parse_single_example(r, spec))
+          .filter(lambda f: (f[schemas.LABEL_KEY] >= 0) & (f[schemas.LABELLED_KEY] == 1))
+          .batch(_READ_BATCH))
+  images, labels, pixels = [], [], []
+  for batch in data:
+    images.append(batch[schemas.IMAGE_KEY].numpy())
+    labels.append(batch[schemas.LABEL_KEY].numpy())
+    pixels.append(batch[schemas.HEIGHT_KEY].numpy() * batch[schemas.WIDTH_KEY].numpy())
+  if not labels:
+    return [], np.zeros([0], np.int64)
+  images = np.concatenate(images)
+  return ([tf.constant(images[batch]) for batch in limits.plan_batches(np.concatenate(pixels))],
+          np.concatenate(labels))

@@ -24,6 +24,7 @@ from components.image_ingest import images
 from components.image_ingest.component import ImageIngest
 from components.linear_evaluator.component import LinearEvaluator
 from components.pusher.component import Pusher
+from components.simclr_trainer import contract as trainer_contract
 from components.simclr_trainer.component import SimCLRTrainer
 from pipeline.config import PipelineConfig
 
@@ -40,7 +41,7 @@ def paths(config: PipelineConfig) -> dict:
       'output': out,
       'metadata': os.path.join(out, 'metadata.sqlite'),
       'pipeline_root': os.path.join(out, 'pipeline_root'),
-      'checkpoints': os.path.join(out, 'pipeline_root', '_checkpoints'),
+      'checkpoints': os.path.join(out, 'pipeline_root', trainer_contract.CHECKPOINTS_DIR),
       'serving': (os.path.abspath(config.serving_dir) if config.serving_dir
                   else os.path.join(out, 'serving')),
   }

@@ -9,6 +9,10 @@ from typing import Any, Dict, List, Optional
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
+from components.image_ingest import contract as ingest_contract
+from components.linear_evaluator import contract as evaluator_contract
+from components.pusher import contract as pusher_contract
+
 STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 _INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
@@ -107,7 +111,7 @@ def run_summary(metadata_path: str, pipeline_name: Optional[str] = None) -> Dict
   run_log = _first_output(executions, 'SimCLRTrainer', 'model_run')
   metrics = {}
   if evaluation:
-    path = os.path.join(evaluation['uri'], 'metrics.json')
+    path = os.path.join(evaluation['uri'], evaluator_contract.METRICS_FILE)
     if os.path.isfile(path):
       with open(path, encoding='utf-8') as f:
         metrics = json.load(f)
@@ -117,11 +121,11 @@ def run_summary(metadata_path: str, pipeline_name: Optional[str] = None) -> Dict
       'metadata': os.path.abspath(metadata_path),
       'executions': [{'component': e['component'], 'type': e['type'], 'state': e['state']}
                      for e in executions],
-      'pushed': bool(pushed_props.get('pushed')),
-      'pushed_destination': pushed_props.get('pushed_destination'),
-      'pushed_version': pushed_props.get('pushed_version'),
-      'push_reason': pushed_props.get('reason'),
-      'edge_models': pushed_props.get('edge_models'),
+      'pushed': bool(pushed_props.get(pusher_contract.PUSHED)),
+      'pushed_destination': pushed_props.get(pusher_contract.PUSHED_DESTINATION),
+      'pushed_version': pushed_props.get(pusher_contract.PUSHED_VERSION),
+      'push_reason': pushed_props.get(pusher_contract.REASON),
+      'edge_models': pushed_props.get(pusher_contract.EDGE_MODELS),
       'linear_top1': metrics.get('linear_top1'),
       'knn_top1': metrics.get('knn_top1'),
       'linear_top5': metrics.get('linear_top5'),
@@ -129,12 +133,17 @@ def run_summary(metadata_path: str, pipeline_name: Optional[str] = None) -> Dict
       'raw_pixels_linear_top1': metrics.get('raw_pixels_linear_top1'),
       'random_init_encoder_linear_top1': metrics.get('random_init_encoder_linear_top1'),
       'evaluation_dir': evaluation['uri'] if evaluation else None,
-      'models_config': pushed_props.get('models_config'),
+      'models_config': pushed_props.get(pusher_contract.MODELS_CONFIG_PATH),
       'num_labelled': metrics.get('num_labelled'),
       'num_eval': metrics.get('num_eval'),
       'blessing_reason': metrics.get('blessing_reason'),
-      'data_fingerprint': report['properties'].get('data_fingerprint') if report else None,
-      'num_examples': report['properties'].get('num_examples') if report else None,
-      'num_quarantined': report['properties'].get('num_quarantined') if report else None,
+      **_ingest_counts(report),
       'tensorboard_logdir': run_log['uri'] if run_log else None,
   }
+
+
+def _ingest_counts(report) -> Dict[str, Any]:
+  props = report['properties'] if report else {}
+  return {key: props.get(key) for key in (ingest_contract.DATA_FINGERPRINT,
+                                          ingest_contract.NUM_EXAMPLES,
+                                          ingest_contract.NUM_QUARANTINED)}

@@ -15,13 +15,12 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from components.dual_view_transform import contract as transform_contract
+from components.linear_evaluator import contract as evaluator_contract
 from pipeline import run_record
 from simclr_tools import svg_graph
 
 REPORT_FILE = 'report.html'
-PREVIEW_PNG = 'preview.png'  # DualViewTransform's PREVIEW_FILE (its module imports Beam and TFT)
-CONFUSION_PNG = 'confusion_matrix.png'  # components.linear_evaluator.plots
-EMBEDDING_MAP_PNG = 'embedding_map.png'
 CURVES = (('loss', 'NT-Xent loss'), ('contrastive_accuracy', 'contrastive accuracy'),
           ('learning_rate', 'learning rate'), ('knn_top1', 'kNN monitor top-1'))
 SECTIONS = ('Run', 'Lineage graph', 'Metrics', 'Training curves', 'Trainer hyper-parameters',
@@ -110,7 +109,7 @@ def _output_props(execution, key: str) -> Dict[str, Any]:
 
 
 def read_metrics(evaluation_uri: Optional[str]) -> Dict[str, Any]:
-  path = os.path.join(evaluation_uri or '', 'metrics.json')
+  path = os.path.join(evaluation_uri or '', evaluator_contract.METRICS_FILE)
   if not evaluation_uri or not os.path.isfile(path):
     return {}
   with open(path, encoding='utf-8') as f:
@@ -314,9 +313,9 @@ def build_report(output_dir: str) -> str:
       _section('Trainer hyper-parameters',
                _hyperparameters(data['exec_props'].get(trainer['id'], {}) if trainer else {})),
       _section('Augmentation preview', '<p class="muted">Originals and their two random views.'
-               '</p>' + image(transform_uri, PREVIEW_PNG, 'augmentation preview')),
-      _section('Embedding map', image(evaluation_uri, EMBEDDING_MAP_PNG, 'embedding map')),
-      _section('Confusion matrix', image(evaluation_uri, CONFUSION_PNG, 'confusion matrix')),
+               '</p>' + image(transform_uri, transform_contract.PREVIEW_FILE, 'augmentation preview')),
+      _section('Embedding map', image(evaluation_uri, evaluator_contract.EMBEDDING_MAP_PNG, 'embedding map')),
+      _section('Confusion matrix', image(evaluation_uri, evaluator_contract.CONFUSION_PNG, 'confusion matrix')),
       _footer(os.path.abspath(output_dir), data['metadata_path']),
   ]
   return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

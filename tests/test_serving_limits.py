@@ -18,7 +18,7 @@ from PIL import Image
 
 import schemas
 from components import limits
-from components.linear_evaluator import executor as evaluator
+from components import io_utils
 from simclr_tools import serving_client
 from tests.conftest import REPO, embed_with_cli, forged_png, png_bytes, pushed
 from tests.serving_double import TFServingDouble
@@ -71,7 +71,7 @@ def test_evaluator_reads_batches_the_server_accepts(tmp_path):
           k: tf.train.Feature(bytes_list=tf.train.BytesList(value=v)) if k == schemas.IMAGE_KEY
           else tf.train.Feature(int64_list=tf.train.Int64List(value=v))
           for k, v in feature.items()})).SerializeToString())
-  batches, labels = evaluator.read_labelled(str(split))
+  batches, labels = io_utils.read_labelled(str(split))
   assert [int(x) for b in batches for x in b.numpy()] == list(range(len(sides)))
   assert list(labels) == [i % 2 for i in range(len(sides))]
   sizes = [len(b.numpy()) for b in batches]

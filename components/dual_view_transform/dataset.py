@@ -7,12 +7,13 @@ views on every run, including a resumed one.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
 
 import tensorflow as tf
 
 from components import io_utils
-from components.dual_view_transform import augment, preprocessing
+from components.dual_view_transform import augment, contract, preprocessing
 
 
 def _parse_fn(image_size: int):
@@ -88,3 +89,7 @@ def labelled_images(split_uri: str, image_size: int, limit: int):
   if not images:
     return None, None
   return tf.concat(images, 0), tf.concat(labels, 0).numpy()
+
+
+def read_policy(transform_graph_uri: str) -> dict:
+  return io_utils.read_json(os.path.join(transform_graph_uri, contract.POLICY_FILE))

@@ -23,15 +23,10 @@ from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import io_utils
+from components.dual_view_transform import contract
+from components.image_ingest.contract import SPLITS
 from components.dual_view_transform import preprocessing
 
-SPLITS = ('train', 'eval')
-POLICY_FILE = 'policy.json'
-PREVIEW_FILE = 'preview.png'  # originals and their two views, for a person to look at
-
-
-def read_policy(transform_graph_uri: str) -> dict:
-  return io_utils.read_json(os.path.join(transform_graph_uri, POLICY_FILE))
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -77,14 +72,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                | f'Write[{split}]' >> beam.io.WriteToTFRecord(
                    os.path.join(out_dir, 'transformed_examples'), file_name_suffix='.gz'))
 
-    io_utils.write_json(os.path.join(transform_graph.uri, POLICY_FILE), policy)
+    io_utils.write_json(os.path.join(transform_graph.uri, contract.POLICY_FILE), policy)
     stats = self._statistics(transform_graph.uri)
     self._write_preview(transformed, policy, transform_graph.uri)
-    transform_graph.set_string_custom_property('augmentation_policy',
+    transform_graph.set_string_custom_property(contract.AUGMENTATION_POLICY,
                                                json.dumps(policy, sort_keys=True))
-    transform_graph.set_int_custom_property('image_size', image_size)
-    transform_graph.set_string_custom_property('channel_mean', json.dumps(stats['mean']))
-    transform_graph.set_string_custom_property('channel_std', json.dumps(stats['std']))
+    transform_graph.set_int_custom_property(contract.IMAGE_SIZE, image_size)
+    transform_graph.set_string_custom_property(contract.CHANNEL_MEAN, json.dumps(stats['mean']))
+    transform_graph.set_string_custom_property(contract.CHANNEL_STD, json.dumps(stats['std']))
     logging.info('DualViewTransform: image_size %d, channel mean %s std %s, %.1fs',
                  image_size, stats['mean'], stats['std'], time.time() - started)
 
@@ -96,7 +91,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                        int(policy['image_size'])).shuffle(2048, seed=0).take(count)
     unit = [r['image'].numpy() / 255.0 for r in records]
     if unit:
-      with tf.io.gfile.GFile(os.path.join(transform_graph_uri, PREVIEW_FILE), 'wb') as f:
+      with tf.io.gfile.GFile(os.path.join(transform_graph_uri, contract.PREVIEW_FILE), 'wb') as f:
         f.write(preview.preview_grid(np.stack(unit), policy))
 
   @staticmethod
@@ -105,20 +100,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tft_output = tft.TFTransformOutput(transform_graph_uri)
     png = tf.io.encode_png(tf.zeros([2, 2, 3], tf.uint8))
-    outputs = transform_raw_images(tft_output, tf.reshape(png, [1]))
+    outputs = preprocessing.transform_raw_images(tft_output, tf.reshape(png, [1]))
     return {'mean': [round(float(v), 6) for v in outputs[preprocessing.CHANNEL_MEAN][0]],
             'std': [round(float(v), 6) for v in outputs[preprocessing.CHANNEL_STD][0]]}
 
 
-def raw_feature_stub(encoded_images):
-  """Raw features for the transform layer when only image bytes are known (serving)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import schemas  # pylint: disable=g-import-not-at-top
-  unlabelled = tf.fill(tf.shape(encoded_images), tf.constant(-1, tf.int64))
-  return {schemas.IMAGE_KEY: encoded_images, schemas.LABEL_KEY: unlabelled,
-          schemas.LABELLED_KEY: tf.zeros_like(unlabelled)}
-
-
-def transform_raw_images(tft_output, encoded_images):
-  layer = tft_output.transform_features_layer()
-  return layer(raw_feature_stub(encoded_images))

@@ -106,3 +106,15 @@ def preprocessing_fn(inputs, image_size: int):
 def to_unit_images(flat_pixels: tf.Tensor, image_size: int) -> tf.Tensor:
   """Transformed `image` feature -> float32 [B, S, S, 3] in [0, 1]."""
   return tf.reshape(tf.cast(flat_pixels, tf.float32) / 255.0, [-1, image_size, image_size, 3])
+
+
+def raw_feature_stub(encoded_images):
+  """Raw features for the transform layer when only image bytes are known (serving)."""
+  unlabelled = tf.fill(tf.shape(encoded_images), tf.constant(-1, tf.int64))
+  return {schemas.IMAGE_KEY: encoded_images, schemas.LABEL_KEY: unlabelled,
+          schemas.LABELLED_KEY: tf.zeros_like(unlabelled)}
+
+
+def transform_raw_images(tft_output, encoded_images):
+  layer = tft_output.transform_features_layer()
+  return layer(raw_feature_stub(encoded_images))

@@ -20,15 +20,14 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import io_utils
-from components.edge_export import tflite
-from components.linear_evaluator import executor as evaluator, probe
+from components.edge_export import contract, tflite
+from components.linear_evaluator import probe
 from components.simclr_trainer import export
 
-PARITY_FILE = 'parity.json'
 
 
 def _labelled_pixels(split_uri: str, image_size: int, limit: int):
-  batches, labels = evaluator.read_labelled(split_uri)
+  batches, labels = io_utils.read_labelled(split_uri)
   encoded = list(itertools.islice((x.numpy() for batch in batches for x in batch), limit))
   if not encoded:
     return np.zeros([0, image_size, image_size, 3], np.float32), labels[:0]
@@ -68,11 +67,11 @@ class Executor(base_executor.BaseExecutor):
       for name in ('float32', 'int8'):
         edge.set_int_custom_property(f'{name}_accepted', 0)
         edge.set_string_custom_property(f'{name}_reason', reason)
-      io_utils.write_json(os.path.join(edge.uri, PARITY_FILE), {'error': reason})
-      io_utils.write_json(os.path.join(edge.uri, tflite.PREPROCESSING_FILE), {'error': reason})
+      io_utils.write_json(os.path.join(edge.uri, contract.PARITY_FILE), {'error': reason})
+      io_utils.write_json(os.path.join(edge.uri, contract.PREPROCESSING_FILE), {'error': reason})
       return
-    paths = {'float32': tflite.write_model(edge.uri, tflite.FLOAT_FILE, models['float32']),
-             'int8': tflite.write_model(edge.uri, tflite.INT8_FILE, models['int8'])}
+    paths = {'float32': tflite.write_model(edge.uri, contract.FLOAT_FILE, models['float32']),
+             'int8': tflite.write_model(edge.uri, contract.INT8_FILE, models['int8'])}
 
     parity_limit = int(exec_properties['parity_images'])
     eval_pixels, eval_y = _labelled_pixels(eval_uri, image_size, parity_limit)
@@ -97,8 +96,8 @@ class Executor(base_executor.BaseExecutor):
       results['probe_top1_drop'] = results['probe_top1_savedmodel'] - results['probe_top1_int8']
 
     self._decide(results, targets)
-    io_utils.write_json(os.path.join(edge.uri, PARITY_FILE), results)
-    io_utils.write_json(os.path.join(edge.uri, tflite.PREPROCESSING_FILE), {
+    io_utils.write_json(os.path.join(edge.uri, contract.PARITY_FILE), results)
+    io_utils.write_json(os.path.join(edge.uri, contract.PREPROCESSING_FILE), {
         'input': {'name': export.PIXELS_INPUT, 'dtype': 'float32',
                   'shape': [1, image_size, image_size, 3],
                   'values': 'RGB pixels 0..255 (decoded; greyscale repeated to 3 channels)'},
@@ -110,13 +109,13 @@ class Executor(base_executor.BaseExecutor):
                    'meaning': 'encoder output h, the same as the SavedModel `embedding`'},
     })
     for name in models:
-      edge.set_int_custom_property(f'{name}_accepted', int(results[name]['accepted']))
-      edge.set_float_custom_property(f'{name}_mean_cosine', results[name]['mean_cosine'])
-      edge.set_string_custom_property(f'{name}_reason', results[name]['reason'])
+      edge.set_int_custom_property(contract.accepted(name), int(results[name]['accepted']))
+      edge.set_float_custom_property(contract.mean_cosine(name), results[name]['mean_cosine'])
+      edge.set_string_custom_property(contract.reason(name), results[name]['reason'])
     for key in ('probe_top1_savedmodel', 'probe_top1_int8'):
       if key in results:
         edge.set_float_custom_property(key, results[key])
-    edge.set_string_custom_property('model_uri', model.uri)
+    edge.set_string_custom_property(contract.MODEL_URI, model.uri)
     logging.info('EdgeExport: float32 cosine %.5f (%s), int8 cosine %.5f (%s), %.1fs',
                  results['float32']['mean_cosine'], results['float32']['reason'],
                  results['int8']['mean_cosine'], results['int8']['reason'], time.time() - started)

@@ -17,8 +17,6 @@ from tensorflow.python.framework import convert_to_constants  # pylint: disable=
 from components.dual_view_transform import preprocessing
 from components.simclr_trainer import export
 
-FLOAT_FILE, INT8_FILE = 'encoder.tflite', 'encoder_int8.tflite'
-PREPROCESSING_FILE = 'preprocessing.json'
 
 
 def _frozen_pixels_fn(saved_model_dir: str):

@@ -39,9 +39,9 @@ from tfx.utils import io_utils as tfx_io_utils
 
 import schemas
 from components import failpoints, io_utils
-from components.image_ingest import images
+from components.image_ingest import contract, images
+from components.image_ingest.contract import SPLITS
 
-SPLITS = ('train', 'eval')
 # Settings the pipeline passes from PipelineConfig (run_standalone: from its defaults).
 _CONFIG_KEYS = ('eval_percent', 'min_side', 'max_pixels', 'max_file_bytes', 'max_bad_fraction',
                 'labelled_fraction', 'include_globs', 'exclude_globs', 'manifest')
@@ -311,7 +311,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     failpoints.hit('ingest.after_write')  # records written, report not yet: a mid-step crash
     report = self._report(exec_properties, listing, dirs['side'], time.time() - started)
-    report_path = os.path.join(report_artifact.uri, 'report.json')
+    report_path = os.path.join(report_artifact.uri, contract.REPORT_FILE)
     io_utils.write_json(report_path, report)
     tfx_io_utils.write_pbtxt_file(os.path.join(schema_artifact.uri, 'schema.pbtxt'),
                                   schemas.load_schema())
@@ -328,13 +328,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
   @staticmethod
   def _annotate(examples, report_artifact, report, data_dir) -> None:
     for artifact in (examples, report_artifact):
-      artifact.set_string_custom_property('data_fingerprint', report['data_fingerprint'])
-      artifact.set_string_custom_property('source_dir', os.path.abspath(data_dir))
-      for key in ('num_examples', 'num_quarantined', 'num_duplicates', 'num_labelled_for_probe'):
+      artifact.set_string_custom_property(contract.DATA_FINGERPRINT, report['data_fingerprint'])
+      artifact.set_string_custom_property(contract.SOURCE_DIR, os.path.abspath(data_dir))
+      for key in contract.COUNTS:
         artifact.set_int_custom_property(key, report[key])
     for name in SPLITS:
-      examples.set_int_custom_property(f'num_{name}', report['split_counts'][name])
-    examples.set_string_custom_property('classes', json.dumps(report['classes']))
+      examples.set_int_custom_property(contract.split_count(name), report['split_counts'][name])
+    examples.set_string_custom_property(contract.CLASSES, json.dumps(report['classes']))
 
   @staticmethod
   def _report(exec_properties, listing, side_dir, seconds) -> Dict[str, Any]:
@@ -427,5 +427,5 @@ def run_standalone(data_dir: str, out_dir: str, beam_pipeline_args=('--runner=Di
   exec_properties = {'data_dir': str(data_dir), 'source_fingerprint': '',
                      **{key: getattr(defaults, key) for key in _CONFIG_KEYS}, **params}
   Executor(context).Do({}, {k: [v] for k, v in outputs.items()}, exec_properties)
-  report = io_utils.read_json(os.path.join(outputs['report'].uri, 'report.json'))
+  report = io_utils.read_json(os.path.join(outputs['report'].uri, contract.REPORT_FILE))
   return report, outputs['examples']

@@ -19,41 +19,15 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-import schemas
-from components import io_utils, limits
+from components import io_utils
 from components.linear_evaluator import baselines, plots, probe
+from components.image_ingest import contract as ingest_contract
+from components.linear_evaluator import contract
+from components.linear_evaluator.contract import METRICS_FILE
+from components.simclr_trainer import contract as trainer_contract
 
-METRICS_FILE = 'metrics.json'
-_BATCH = 256  # records read at a time; requests to serving_default: limits.plan_batches
 _RAW_PIXELS_MAX_SIDE = 32  # raw-pixel probe: at most 32x32x3 features, or it takes minutes
 _CONTEXT_MAX_LABELLED = 2000  # context probes train on a class-balanced subset of this size
-
-
-def read_labelled(split_uri: str):
-  """(encoded image batches, labels) of the records of one raw split whose label may be used:
-  flagged by ImageIngest (train: within the labelled fraction; eval: every labelled record).
-
-  Each batch is one request that serving_default accepts (limits.plan_batches over the stored
-  height x width), in record order: the served model refuses larger requests."""
-  spec = {schemas.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-          schemas.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-          schemas.LABELLED_KEY: tf.io.FixedLenFeature([], tf.int64),
-          schemas.HEIGHT_KEY: tf.io.FixedLenFeature([], tf.int64),
-          schemas.WIDTH_KEY: tf.io.FixedLenFeature([], tf.int64)}
-  data = (tf.data.TFRecordDataset(io_utils.split_files(split_uri), compression_type='GZIP')
-          .map(lambda r: tf.io.parse_single_example(r, spec))
-          .filter(lambda f: (f[schemas.LABEL_KEY] >= 0) & (f[schemas.LABELLED_KEY] == 1))
-          .batch(_BATCH))
-  images, labels, pixels = [], [], []
-  for batch in data:
-    images.append(batch[schemas.IMAGE_KEY].numpy())
-    labels.append(batch[schemas.LABEL_KEY].numpy())
-    pixels.append(batch[schemas.HEIGHT_KEY].numpy() * batch[schemas.WIDTH_KEY].numpy())
-  if not labels:
-    return [], np.zeros([0], np.int64)
-  images = np.concatenate(images)
-  return ([tf.constant(images[batch]) for batch in limits.plan_batches(np.concatenate(pixels))],
-          np.concatenate(labels))
 
 
 def embed(serving_fn, image_batches) -> np.ndarray:
@@ -93,10 +67,10 @@ class Executor(base_executor.BaseExecutor):
     max_drop = float(exec_properties['max_drop_vs_baseline'])
     fractions = parse_fractions(exec_properties['probe_fractions'])
     with_context = bool(int(exec_properties['context_baselines']))
-    class_names = json.loads(examples.get_string_custom_property('classes') or '[]')
+    class_names = json.loads(examples.get_string_custom_property(ingest_contract.CLASSES) or '[]')
 
-    train_images, train_y = read_labelled(artifact_utils.get_split_uri([examples], 'train'))
-    eval_images, eval_y = read_labelled(artifact_utils.get_split_uri([examples], 'eval'))
+    train_images, train_y = io_utils.read_labelled(artifact_utils.get_split_uri([examples], 'train'))
+    eval_images, eval_y = io_utils.read_labelled(artifact_utils.get_split_uri([examples], 'eval'))
     metrics = {'num_labelled': int(len(train_y)), 'num_eval': int(len(eval_y)),
                'num_classes': int(len(np.unique(train_y))), 'min_linear_top1': threshold,
                'linear_top1': None, 'linear_top5': None, 'knn_top1': None, 'knn_k': knn_k,
@@ -134,22 +108,22 @@ class Executor(base_executor.BaseExecutor):
                 'raw_pixels_linear_top1', 'random_init_encoder_linear_top1'):
       if metrics.get(key) is not None:
         evaluation.set_float_custom_property(key, metrics[key])
-    evaluation.set_int_custom_property('num_labelled', metrics['num_labelled'])
-    evaluation.set_int_custom_property('num_eval', metrics['num_eval'])
-    evaluation.set_int_custom_property('blessed', int(blessed))
-    evaluation.set_string_custom_property('blessing_reason', reason)
+    evaluation.set_int_custom_property(contract.NUM_LABELLED, metrics['num_labelled'])
+    evaluation.set_int_custom_property(contract.NUM_EVAL, metrics['num_eval'])
+    evaluation.set_int_custom_property(contract.BLESSED, int(blessed))
+    evaluation.set_string_custom_property(contract.BLESSING_REASON, reason)
 
     # The same files and properties as TFX's Evaluator, so TFX resolvers and Pushers read it.
     with tf.io.gfile.GFile(os.path.join(blessing.uri, 'BLESSED' if blessed else 'NOT_BLESSED'),
                            'w') as f:
       f.write(reason + '\n')
-    blessing.set_int_custom_property('blessed', int(blessed))
-    blessing.set_string_custom_property('current_model', model.uri)
-    blessing.set_int_custom_property('current_model_id', model.id)
+    blessing.set_int_custom_property(contract.BLESSED, int(blessed))
+    blessing.set_string_custom_property(contract.CURRENT_MODEL, model.uri)
+    blessing.set_int_custom_property(contract.CURRENT_MODEL_ID, model.id)
     if baseline_models:
-      blessing.set_string_custom_property('baseline_model', baseline_models[0].uri)
-      blessing.set_int_custom_property('baseline_model_id', baseline_models[0].id)
-    blessing.set_string_custom_property('reason', reason)
+      blessing.set_string_custom_property(contract.BASELINE_MODEL, baseline_models[0].uri)
+      blessing.set_int_custom_property(contract.BASELINE_MODEL_ID, baseline_models[0].id)
+    blessing.set_string_custom_property(contract.REASON, reason)
     logging.info('LinearEvaluator: linear_top1 %s knn_top1 %s on %d eval images -> %s (%s)',
                  metrics['linear_top1'], metrics['knn_top1'], metrics['num_eval'],
                  'BLESSED' if blessed else 'NOT BLESSED', reason)
@@ -183,7 +157,7 @@ class Executor(base_executor.BaseExecutor):
   @staticmethod
   def _context_baselines(model, train_images, train_y, eval_images, eval_y):
     """The same probe on raw pixels and on a random-init encoder of the same architecture."""
-    image_size = int(model.get_int_custom_property('image_size'))
+    image_size = int(model.get_int_custom_property(trainer_contract.IMAGE_SIZE))
     # Context, not the headline: a class-balanced subset keeps it to seconds on large sets.
     keep = probe.balanced_subset(train_y, min(1.0, _CONTEXT_MAX_LABELLED / len(train_y)))
     train_images = [tf.constant(np.concatenate([b.numpy() for b in train_images])[keep])]
@@ -194,10 +168,10 @@ class Executor(base_executor.BaseExecutor):
     small = lambda px: tf.image.resize(px, [side, side], antialias=True).numpy()
     raw = probe.linear_probe(baselines.raw_pixel_features(small(train_px)), train_y,
                              baselines.raw_pixel_features(small(eval_px)), eval_y)
-    width = model.get_float_custom_property('width_multiplier') or 1.0
-    backbone = model.get_string_custom_property('backbone') or 'resnet_small'
-    stages = int(model.get_int_custom_property('embedding_stages') or 1)
-    pool = model.get_string_custom_property('embedding_pool') or 'avg'
+    width = model.get_float_custom_property(trainer_contract.WIDTH_MULTIPLIER)
+    backbone = model.get_string_custom_property(trainer_contract.BACKBONE)
+    stages = int(model.get_int_custom_property(trainer_contract.EMBEDDING_STAGES))
+    pool = model.get_string_custom_property(trainer_contract.EMBEDDING_POOL)
     random_train, random_eval = baselines.random_encoder_features(
         [train_px, eval_px], backbone, image_size, width, embedding_stages=stages,
         embedding_pool=pool)
@@ -233,14 +207,14 @@ class Executor(base_executor.BaseExecutor):
     name_of = lambda c: class_names[c] if 0 <= c < len(class_names) else str(c)
     classes = metrics['confusion_classes']
     plots.confusion_matrix_png(
-        os.path.join(out_dir, plots.CONFUSION_PNG), metrics['confusion_matrix'],
+        os.path.join(out_dir, contract.CONFUSION_PNG), metrics['confusion_matrix'],
         [name_of(c) for c in classes],
         f'linear probe on eval: top-1 {metrics["linear_top1"]:.3f}')
     plots.embedding_map_png(
-        os.path.join(out_dir, plots.EMBEDDING_MAP_PNG), eval_x, eval_y,
+        os.path.join(out_dir, contract.EMBEDDING_MAP_PNG), eval_x, eval_y,
         {c: name_of(c) for c in classes}, 'eval embeddings (t-SNE), coloured by class')
     plots.write_projector(os.path.join(out_dir, plots.PROJECTOR_DIR), eval_x,
                           [name_of(int(c)) for c in eval_y])
-    metrics['files'] = {'confusion_matrix_png': plots.CONFUSION_PNG,
-                        'embedding_map_png': plots.EMBEDDING_MAP_PNG,
+    metrics['files'] = {'confusion_matrix_png': contract.CONFUSION_PNG,
+                        'embedding_map_png': contract.EMBEDDING_MAP_PNG,
                         'projector': plots.PROJECTOR_DIR}

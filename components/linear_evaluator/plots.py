@@ -7,8 +7,6 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-CONFUSION_PNG = 'confusion_matrix.png'
-EMBEDDING_MAP_PNG = 'embedding_map.png'
 PROJECTOR_DIR = 'projector'
 PROJECTOR_TENSOR = 'embedding/.ATTRIBUTES/VARIABLE_VALUE'
 _MAP_POINTS = 1000  # t-SNE cost grows quadratically; 1,000 points show the structure

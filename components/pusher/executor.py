@@ -15,14 +15,15 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import io_utils
-from components.edge_export import executor as edge_executor, tflite
-from components.pusher import push, serving_files
+from components.edge_export import contract as edge_contract
+from components.linear_evaluator import contract as evaluator_contract
+from components.pusher import contract, push, serving_files
+from components.pusher.contract import EDGE_DIR
 
-EDGE_DIR = 'tflite'  # <version>/tflite/: TF Serving ignores it; edge devices take it
 
 
 def is_blessed(blessing) -> bool:
-  return blessing.get_int_custom_property('blessed') == 1
+  return blessing.get_int_custom_property(evaluator_contract.BLESSED) == 1
 
 
 def sample_images(examples, count: int) -> list:
@@ -54,9 +55,9 @@ class Executor(base_executor.BaseExecutor):
     config_base = exec_properties['serving_config_base_path'] or serving_base
 
     if not is_blessed(blessing):
-      reason = blessing.get_string_custom_property('reason') or 'model was not blessed'
-      pushed.set_int_custom_property('pushed', 0)
-      pushed.set_string_custom_property('reason', f'not pushed: {reason}')
+      reason = blessing.get_string_custom_property(evaluator_contract.REASON) or 'model was not blessed'
+      pushed.set_int_custom_property(contract.PUSHED, 0)
+      pushed.set_string_custom_property(contract.REASON, f'not pushed: {reason}')
       logging.warning('Pusher: model %s NOT pushed: %s', model.uri, reason)
       return
 
@@ -81,16 +82,16 @@ class Executor(base_executor.BaseExecutor):
       logging.warning('Pusher: models.config pins %s to version(s) %s (a rollback?): version %d '
                       'is on disk but will not serve until the pin is removed', model_name,
                       pinned, result['version'])
-    pushed.set_string_custom_property('edge_models', edge_note)
-    pushed.set_int_custom_property('pushed', 1)
-    pushed.set_string_custom_property('pushed_destination', result['destination'])
-    pushed.set_int_custom_property('pushed_version', result['version'])
-    pushed.set_string_custom_property('model_name', model_name)
-    pushed.set_string_custom_property('models_config', result['path'])
-    pushed.set_string_custom_property('retired_versions', ','.join(map(str, retired)))
-    pushed.set_string_custom_property('warmup', warmup_note)
+    pushed.set_string_custom_property(contract.EDGE_MODELS, edge_note)
+    pushed.set_int_custom_property(contract.PUSHED, 1)
+    pushed.set_string_custom_property(contract.PUSHED_DESTINATION, result['destination'])
+    pushed.set_int_custom_property(contract.PUSHED_VERSION, result['version'])
+    pushed.set_string_custom_property(contract.MODEL_NAME, model_name)
+    pushed.set_string_custom_property(contract.MODELS_CONFIG_PATH, result['path'])
+    pushed.set_string_custom_property(contract.RETIRED_VERSIONS, ','.join(map(str, retired)))
+    pushed.set_string_custom_property(contract.WARMUP, warmup_note)
     pushed.set_string_custom_property(
-        'reason', 'already pushed as this version' if result['already_pushed'] else 'blessed')
+        contract.REASON, 'already pushed as this version' if result['already_pushed'] else 'blessed')
     logging.info('Pusher: %s version %d at %s (%s; %s; models.config %s%s)',
                  'kept' if result['already_pushed'] else 'pushed', result['version'],
                  result['destination'], warmup_note, edge_note, result['path'],
@@ -104,11 +105,11 @@ class Executor(base_executor.BaseExecutor):
       return {}, 'no edge export'
     edge = edge_models[0]
     files = {f'{EDGE_DIR}/{name}': os.path.join(edge.uri, name)
-             for name in (tflite.PREPROCESSING_FILE, edge_executor.PARITY_FILE)}
+             for name in (edge_contract.PREPROCESSING_FILE, edge_contract.PARITY_FILE)}
     notes = []
-    for fmt, name in (('float32', tflite.FLOAT_FILE), ('int8', tflite.INT8_FILE)):
-      reason = edge.get_string_custom_property(f'{fmt}_reason')
-      if edge.get_int_custom_property(f'{fmt}_accepted') == 1:
+    for fmt, name in edge_contract.FORMATS.items():
+      reason = edge.get_string_custom_property(edge_contract.reason(fmt))
+      if edge.get_int_custom_property(edge_contract.accepted(fmt)) == 1:
         files[f'{EDGE_DIR}/{name}'] = os.path.join(edge.uri, name)
         notes.append(f'{name} pushed')
       else:

@@ -34,13 +34,11 @@ from typing import Callable, Dict, Iterator, List, Optional, Protocol
 
 from components import failpoints
 from components.errors import PushError
+from components.pusher.contract import LAST_VERSION_FILE, LOCK_FILE, SOURCE_FILE
 
-SOURCE_FILE = os.path.join('assets.extra', 'simclr_tfx_source.json')
 STAGING_PREFIX = '.staging-'
 RETIRED_PREFIX = '.retired-'
 JOURNAL_PREFIX = '.publishing-'
-LOCK_FILE = '.simclr-tfx-serving.lock'
-LAST_VERSION_FILE = '.simclr-tfx-last-version'
 LOCK_TIMEOUT_S = 600  # a commit takes milliseconds; a holder this slow is stuck
 
 

@@ -13,8 +13,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from components.pusher import push
 
-MODELS_CONFIG = 'models.config'
-WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
+from components.pusher.contract import MODELS_CONFIG, WARMUP_FILE
 SIGNATURE, INPUT_KEY = 'serving_default', 'images'
 
 

@@ -22,9 +22,9 @@ from tfx.utils import path_utils
 
 from components import io_utils
 from components.dual_view_transform import augment
-from components.dual_view_transform import dataset as dv_dataset, executor as transform_executor
+from components.dual_view_transform import dataset as dv_dataset
 from components.linear_evaluator import probe
-from components.simclr_trainer import export, hardware, model as model_lib, optim, step as step_lib
+from components.simclr_trainer import contract, export, hardware, model as model_lib, optim, step as step_lib
 
 # Parameters that change what is trained (everything but where checkpoints go and monitoring).
 HYPERPARAMETERS = ('backbone', 'width_multiplier', 'head_layers', 'projection_dim', 'batch_size',
@@ -32,7 +32,6 @@ HYPERPARAMETERS = ('backbone', 'width_multiplier', 'head_layers', 'projection_di
                    'lr_scaling', 'weight_decay', 'warmup_fraction', 'seed',
                    'negatives_queue_size', 'precision', 'jit_compile', 'train_minutes')
 _KNN_BANK, _KNN_QUERIES = 5000, 2000
-TIMELINE_FILE = 'timeline.json'
 # A time budget measures the pace over these steps (after the first, which traces the step)
 # and then fixes the step count, so the schedule still warms up and decays to 0 in the budget.
 _PACE_FROM_STEP, _PACE_STEPS = 3, 20
@@ -123,7 +122,7 @@ class Executor(base_executor.BaseExecutor):
     model_artifact = artifact_utils.get_single_instance(output_dict['model'])
     model_run = artifact_utils.get_single_instance(output_dict['model_run'])
 
-    policy = transform_executor.read_policy(transform_graph_uri)
+    policy = dv_dataset.read_policy(transform_graph_uri)
     image_size = int(policy['image_size'])
     crop_size = int(policy.get('crop_size') or image_size)
     local_crops = augment.local_crop_count(policy)  # multi-crop views, from the transform
@@ -183,7 +182,7 @@ class Executor(base_executor.BaseExecutor):
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=keep or None)
     # Seconds of training at each checkpoint, kept across resumes: the quality benchmark plots
     # probe accuracy against minutes of pretraining from it.
-    timeline_path = os.path.join(ckpt_dir, TIMELINE_FILE)
+    timeline_path = os.path.join(ckpt_dir, contract.TIMELINE_FILE)
     timeline = (io_utils.read_json(timeline_path) if tf.io.gfile.exists(timeline_path)
                 else {'checkpoints': {}, 'train_seconds': 0.0})
     warm_from = ''

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 import schemas
 from components import limits
-from components.dual_view_transform import augment, executor as transform_executor, preprocessing
+from components.dual_view_transform import augment, preprocessing
 
 SIGNATURE_INPUT = 'images'
 EXAMPLES_SIGNATURE, EXAMPLES_INPUT = 'serving_examples', 'examples'
@@ -46,7 +46,7 @@ class EncoderServingModule(tf.Module):
     self.image_size = image_size
     # The dataset statistics as constants too, for the decoded-pixels signature (TFLite has no
     # image decoding, so the edge model starts from pixels).
-    stats = self.tft_layer(transform_executor.raw_feature_stub(tf.reshape(
+    stats = self.tft_layer(preprocessing.raw_feature_stub(tf.reshape(
         tf.io.encode_png(tf.zeros([2, 2, 3], tf.uint8)), [1])))
     self.channel_mean = tf.constant(stats[preprocessing.CHANNEL_MEAN][0].numpy())
     self.channel_std = tf.constant(stats[preprocessing.CHANNEL_STD][0].numpy())
@@ -80,7 +80,7 @@ class EncoderServingModule(tf.Module):
     return self._serve_bytes(parsed[schemas.IMAGE_KEY])
 
   def _serve_bytes(self, images):
-    features = self.tft_layer(transform_executor.raw_feature_stub(check_request(images)))
+    features = self.tft_layer(preprocessing.raw_feature_stub(check_request(images)))
     unit = preprocessing.to_unit_images(features[preprocessing.IMAGE], self.image_size)
     return self.embed_pixels(unit, features[preprocessing.CHANNEL_MEAN],
                              features[preprocessing.CHANNEL_STD])

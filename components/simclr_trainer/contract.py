@@ -1,0 +1,27 @@
+"""What SimCLRTrainer promises the components and tools after it (TensorFlow-free): its files
+and the properties of its Model and ModelRun artifacts."""
+
+CHECKPOINTS_DIR = '_checkpoints'  # under the pipeline root: <fingerprint>/ per run
+TIMELINE_FILE = 'timeline.json'  # in a checkpoint folder: seconds of training per checkpoint
+
+# Properties of both the Model and the ModelRun artifacts.
+RUN_FINGERPRINT = 'run_fingerprint'  # names the checkpoint folder
+TRAIN_STEPS = 'train_steps'
+RESUMED_FROM_STEP = 'resumed_from_step'
+WARM_STARTED_FROM = 'warm_started_from'
+PRECISION = 'precision'
+# Of the Model: what the exported encoder is (the evaluator rebuilds a random-init twin from
+# these) and what its `embedding` output reads.
+BACKBONE = 'backbone'
+WIDTH_MULTIPLIER = 'width_multiplier'
+IMAGE_SIZE = 'image_size'
+PROJECTION_DIM = 'projection_dim'
+EMBEDDING_DIM = 'embedding_dim'
+EMBEDDING_STAGES = 'embedding_stages'
+EMBEDDING_POOL = 'embedding_pool'
+CONTRASTIVE_LOSS = 'contrastive_loss'
+LOCAL_CROPS = 'local_crops'
+FINAL_LOSS = 'final_loss'
+KNN_MONITOR_TOP1 = 'knn_monitor_top1'
+# Of the ModelRun: the TensorBoard event folder.
+TENSORBOARD_LOGDIR = 'tensorboard_logdir'
