@@ -42,8 +42,8 @@ import tensorflow as tf
 
 from benchmarks import baseline_simclr, bench_input, docs_section
 from components.dual_view_transform import dataset
-from components.simclr_trainer import executor as trainer_executor
-from components.simclr_trainer import model as model_lib, optim, step as step_lib
+from components.simclr_trainer import training
+from components.simclr_trainer.params import TrainerParams
 from pipeline.config import PipelineConfig
 
 REPO = bench_input.REPO
@@ -116,15 +116,10 @@ def bench_trainer(split_dir: str, num_records: int, backbone: str, width: float,
   # Same initial weights and the same views for every precision of a model, so their losses
   # after the same steps can be compared (does bfloat16 cost accuracy per step?).
   keras.utils.set_random_seed(0)
-  with trainer_executor.precision_policy(precision), strategy.scope():
-    encoder = model_lib.build_encoder(backbone, image_size, width)
-    head = model_lib.build_projection_head(encoder.output_shape[-1], 128, 2)
-    schedule = optim.WarmupCosine(optim.scaled_learning_rate(1.0, batch), 10, 10_000)
-    optimizer = optim.build_optimizer('lars', schedule, 1e-6)
-    variables = encoder.trainable_variables + head.trainable_variables
-    optimizer.build(variables)
-    train_step = step_lib.make_train_step(strategy, encoder, head, optimizer, variables, 0.2,
-                                          jit_compile=jit_compile)
+  params = TrainerParams(backbone=backbone, width_multiplier=width, batch_size=batch,
+                         warmup_fraction=0.001, temperature=0.2, jit_compile=jit_compile)
+  state = training.build_training_state(params, image_size, 10_000, strategy=strategy,
+                                        precision=precision)
   data = iter(strategy.experimental_distribute_dataset(
       dataset.dual_view_dataset(split_dir, policy, batch, seed=0)))
   for _ in range(num_records // batch + 1):
@@ -132,12 +127,12 @@ def bench_trainer(split_dir: str, num_records: int, backbone: str, width: float,
   losses = []
 
   def run_step():
-    loss, _, _ = train_step(next(data))
+    loss, _, _ = state.train_step(next(data))
     losses.append(loss)
     return loss
 
   seconds = time_steps(run_step, steps, warmup)
-  flops = train_flops_per_image(encoder, head)
+  flops = train_flops_per_image(state.encoder, state.head)
   rate = steps * batch / seconds
   return {'backbone': backbone, 'width': width, 'image_size': image_size, 'batch': batch,
           'precision': precision, 'xla': jit_compile, 'steps': steps, 'seconds': seconds,

@@ -23,8 +23,8 @@ import keras
 import tensorflow as tf
 
 from benchmarks import bench_perf, docs_section
-from components.simclr_trainer import executor as trainer_executor
-from components.simclr_trainer import hardware, model as model_lib, optim, step as step_lib
+from components.simclr_trainer import hardware, training
+from components.simclr_trainer.params import TrainerParams
 
 BATCH, CROP, WIDTH, STEPS = 256, 24, 0.5, 3
 
@@ -33,14 +33,9 @@ def step_seconds(precision: str, steps: int) -> tuple:
   """(seconds of the first call, which traces, and mean seconds of the next `steps`)."""
   keras.utils.set_random_seed(0)
   views = (tf.random.uniform([BATCH, CROP, CROP, 3]), tf.random.uniform([BATCH, CROP, CROP, 3]))
-  with trainer_executor.precision_policy(precision):
-    encoder = model_lib.build_encoder('resnet18', CROP, WIDTH)
-    head = model_lib.build_projection_head(encoder.output_shape[-1], 128, 2)
-    optimizer = optim.build_optimizer('lars', optim.WarmupCosine(1.0, 10, 1000), 1e-6)
-    variables = encoder.trainable_variables + head.trainable_variables
-    optimizer.build(variables)
-  train_step = step_lib.make_train_step(tf.distribute.get_strategy(), encoder, head, optimizer,
-                                        variables, 0.1)
+  params = TrainerParams(backbone='resnet18', width_multiplier=WIDTH, batch_size=BATCH,
+                         warmup_fraction=0.01, temperature=0.1)
+  train_step = training.build_training_state(params, CROP, 1000, precision=precision).train_step
   started = time.perf_counter()
   float(train_step(views)[0])
   first = time.perf_counter() - started

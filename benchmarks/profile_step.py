@@ -20,8 +20,8 @@ import keras
 import tensorflow as tf
 
 from benchmarks import bench_perf, docs_section
-from components.simclr_trainer import executor as trainer_executor
-from components.simclr_trainer import losses, model as model_lib, optim, step as step_lib
+from components.simclr_trainer import losses, model as model_lib, training
+from components.simclr_trainer.params import TrainerParams
 
 BATCH, SIZE, STEPS, WARMUP = 128, 32, 6, 2
 
@@ -43,14 +43,12 @@ def profile(precision: str) -> dict:
   view_b = tf.random.uniform([BATCH, SIZE, SIZE, 3])
   rows = {}
   for optimizer_name in ('lars', 'sgd'):
-    with trainer_executor.precision_policy(precision):
-      encoder = model_lib.build_encoder('resnet18', SIZE)
-      head = model_lib.build_projection_head(encoder.output_shape[-1], 128, 2)
-      optimizer = optim.build_optimizer(optimizer_name, optim.WarmupCosine(0.5, 10, 1000), 1e-6)
-      variables = encoder.trainable_variables + head.trainable_variables
-      optimizer.build(variables)
-    strategy = tf.distribute.get_strategy()
-    train_step = step_lib.make_train_step(strategy, encoder, head, optimizer, variables, 0.2)
+    params = TrainerParams(backbone='resnet18', optimizer=optimizer_name, batch_size=BATCH,
+                           learning_rate=0.5 * 256 / BATCH, warmup_fraction=0.01,
+                           temperature=0.2)
+    state = training.build_training_state(params, SIZE, 1000, precision=precision)
+    encoder, head, variables, train_step = (state.encoder, state.head, state.variables,
+                                            state.train_step)
     if optimizer_name == 'lars':
       forward = tf.function(lambda a, b: (head(encoder(a, training=True), training=True),
                                           head(encoder(b, training=True), training=True)))
@@ -73,7 +71,7 @@ def profile(precision: str) -> dict:
 def main() -> None:
   results = {p: profile(p) for p in ('float32', 'mixed_bfloat16')}
   flops = None
-  with trainer_executor.precision_policy('float32'):
+  with training.precision_policy('float32'):
     encoder = model_lib.build_encoder('resnet18', SIZE)
     head = model_lib.build_projection_head(encoder.output_shape[-1], 128, 2)
     flops = bench_perf.train_flops_per_image(encoder, head)

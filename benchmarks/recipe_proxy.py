@@ -29,19 +29,17 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import keras
 import numpy as np
 import tensorflow as tf
 
 from benchmarks import bench_quality as bq
 from components.dual_view_transform import augment
 from components.dual_view_transform import dataset as dv_dataset
+from components.dual_view_transform import params as transform_params
 from components.linear_evaluator import baselines, probe
 from components.simclr_trainer import hardware
-from components.simclr_trainer import model as model_lib
-from components.simclr_trainer import optim
-from components.simclr_trainer import step as step_lib
-from pipeline import config as config_lib
+from components.simclr_trainer import training
+from components.simclr_trainer.params import TrainerParams
 
 
 def parse_args():
@@ -102,7 +100,7 @@ def experiment_policy(policy: dict, args) -> dict:
   policy['color_jitter'].update(strength=s, brightness=0.8 * s, contrast=0.8 * s,
                                 saturation=0.8 * s, hue=0.2 * s)
   policy['crop_size'] = args.train_crop_size or int(policy['image_size'])
-  return config_lib.with_local_crops(policy, args.local_crops, args.local_crop_size,
+  return transform_params.with_local_crops(policy, args.local_crops, args.local_crop_size,
                                      args.local_crop_scale.split(','))
 
 
@@ -120,21 +118,12 @@ def views(train_uri: str, policy: dict, batch_size: int):
   return iter(indexed.map(make_views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(4))
 
 
-def make_trainer(backbone: str, image_size: int, width: float, head_layers: int, peak_lr: float,
-                 warmup_steps: int, total_steps: int, temperature: float,
-                 jit_compile: bool = False, local_crops: int = 0):
-  """(encoder, train_step) from the trainer's own pieces: an encoder that takes crops of any
-  size, the projection head, LARS on warmup-cosine, and step.make_train_step (with
-  `local_crops` multi-crop views per image), under the current dtype policy."""
-  encoder = model_lib.build_encoder(backbone, image_size, width, any_input_size=True)
-  head = model_lib.build_projection_head(encoder.output_shape[-1], 128, head_layers)
-  schedule = optim.WarmupCosine(peak_lr, warmup_steps, total_steps)
-  optimizer = optim.build_optimizer('lars', schedule, 1e-6)
-  variables = encoder.trainable_variables + head.trainable_variables
-  optimizer.build(variables)
-  return encoder, step_lib.make_train_step(tf.distribute.get_strategy(), encoder, head,
-                                           optimizer, variables, temperature,
-                                           jit_compile=jit_compile, local_crops=local_crops)
+def make_trainer(params: TrainerParams, image_size: int, total_steps: int, precision: str,
+                 local_crops: int = 0) -> training.TrainingState:
+  """The trainer's own training state (training.build_training_state) with an encoder that
+  takes crops of any size and `local_crops` multi-crop views per image."""
+  return training.build_training_state(params, image_size, total_steps, precision=precision,
+                                       any_input_size=True, local_crops=local_crops)
 
 
 def main() -> None:
@@ -147,30 +136,27 @@ def main() -> None:
     raise SystemExit(f'--final-steps {args.final_steps} must be fewer than the {total} steps '
                      'that --steps or --epochs gives')
   precision = hardware.training_precision(args.precision)
-  keras.mixed_precision.set_dtype_policy(precision)
-  encoder, train_step = make_trainer(
-      args.backbone, image_size, args.width_multiplier, args.head_layers,
-      optim.scaled_learning_rate(args.learning_rate, args.batch_size),
-      int(args.warmup_fraction * total), total, args.temperature,
-      local_crops=augment.local_crop_count(policy))
+  params = TrainerParams(backbone=args.backbone, width_multiplier=args.width_multiplier,
+                         head_layers=args.head_layers, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, lr_scaling='linear',
+                         warmup_fraction=args.warmup_fraction, temperature=args.temperature)
+  state = make_trainer(params, image_size, total, precision, augment.local_crop_count(policy))
   data = views(train_uri, policy, args.batch_size)
   switch_at = total - args.final_steps if args.final_crop_size else total
   started = time.time()
   for index in range(total):
     if index == switch_at:  # a second input pipeline; the encoder takes any input size
       data = views(train_uri, dict(policy, crop_size=args.final_crop_size), args.batch_size)
-    loss, acc, _ = train_step(next(data))
+    loss, acc, _ = state.train_step(next(data))
     if (index + 1) % 100 == 0 or index + 1 == total:
       rate = (index + 1) * args.batch_size / (time.time() - started)
       print(f'{args.name}: step {index + 1}/{total} loss {float(loss):.3f} '
             f'acc {float(acc):.3f} {rate:.0f} img/s', flush=True)
   train_seconds = time.time() - started
   if args.save:
-    tf.train.Checkpoint(encoder=encoder).write(os.path.join(args.save, 'encoder'))
+    tf.train.Checkpoint(encoder=state.encoder).write(os.path.join(args.save, 'encoder'))
 
-  keras.mixed_precision.set_dtype_policy('float32')
-  encoder32 = model_lib.build_encoder(args.backbone, image_size, args.width_multiplier)
-  encoder32.set_weights(encoder.get_weights())
+  encoder32, _, _ = training.float32_models(state, params, image_size)
   train_files, _ = bq.labelled_files(args.train_dir, 200)
   test_files, _ = bq.labelled_files(args.test_dir, 0)
   shape = (1, 1, 1, 3)

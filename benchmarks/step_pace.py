@@ -13,6 +13,7 @@ speed" was measured; about a minute per pair on 2 cores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -21,10 +22,10 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import keras
-
 from benchmarks import recipe_proxy
-from components.simclr_trainer import hardware, optim
+from components.dual_view_transform import params as transform_params
+from components.simclr_trainer import hardware
+from components.simclr_trainer.params import TrainerParams
 from pipeline import config as config_lib
 
 
@@ -43,18 +44,16 @@ def main() -> None:
   args = parser.parse_args()
   train_uri, policy, _, _ = recipe_proxy.run_artifacts(args.run)
   preset = config_lib.build_config(preset='cifar')
-  policy = config_lib.with_local_crops(
+  policy = transform_params.with_local_crops(
       policy, args.local_crops, args.local_crop_size,
       (preset.local_crop_scale_min, preset.local_crop_scale_max))
   precision = hardware.training_precision(preset.precision)
-  keras.mixed_precision.set_dtype_policy(precision)
   for crop in (int(c) for c in args.crop_sizes.split(',')):
     for batch in (int(b) for b in args.batch_sizes.split(',')):
-      _, train_step = recipe_proxy.make_trainer(
-          preset.backbone, int(policy['image_size']), preset.width_multiplier,
-          preset.head_layers,
-          optim.scaled_learning_rate(preset.learning_rate, batch, preset.lr_scaling), 10, 1000,
-          preset.temperature, jit_compile=args.jit_compile, local_crops=args.local_crops)
+      params = dataclasses.replace(TrainerParams.of(preset), batch_size=batch,
+                                   warmup_fraction=0.01, jit_compile=args.jit_compile)
+      train_step = recipe_proxy.make_trainer(params, int(policy['image_size']), 1000, precision,
+                                             args.local_crops).train_step
       data = recipe_proxy.views(train_uri, dict(policy, crop_size=crop), batch)
       if args.fixed_views:
         data = itertools.repeat(next(data))

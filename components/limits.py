@@ -5,6 +5,7 @@ ingest never keeps an image that the transform would refuse (it downscales it to
 and the serving signature refuses a request before it decodes anything that could exhaust the
 model server's memory.
 """
+import re
 
 # Declared width x height that the transform graph and the serving signature decode per image.
 # Ingest stores larger (legitimate) images downscaled to fit under it.
@@ -75,3 +76,21 @@ def header_pixels(images) -> list:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
       counts.append(0)
   return counts
+
+
+# Names that become path components (pipeline_name, model_name): letters, digits, '_' and '-',
+# with '.' only inside, so a name is never '.', '..' or a hidden file, and cannot point a folder
+# or a file outside where it is used.
+MAX_NAME_LENGTH = 100
+_SAFE_NAME = re.compile(r'[A-Za-z0-9_-](?:[A-Za-z0-9_.-]*[A-Za-z0-9_-])?')
+
+
+def is_safe_name(name: str) -> bool:
+  """True for a pipeline or model name that is one harmless path component."""
+  return (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH
+          and _SAFE_NAME.fullmatch(name) is not None)
+
+
+def unsafe_name_message(key: str, name: str) -> str:
+  return (f'{key} must be a safe name: 1-{MAX_NAME_LENGTH} letters, digits, "_" or "-", with '
+          f'"." allowed inside (no path separators, no "." or ".."), got {name!r}')

@@ -14,9 +14,9 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from components.simclr_trainer import executor, losses, model  # noqa: E402
+from components.simclr_trainer import losses, model, training  # noqa: E402
 
-strategy = executor.choose_strategy()
+strategy = training.choose_strategy()
 replicas = strategy.num_replicas_in_sync
 rng = np.random.default_rng(0)
 n, d = 8, 6

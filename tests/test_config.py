@@ -133,7 +133,8 @@ def test_embedding_stages_bound_matches_each_backbones_stage_count():
   """The config checks embedding_stages without importing Keras; its bound must be the
   model's own stage count, or a valid value would fail only inside the trainer."""
   from components.simclr_trainer import model
-  from pipeline.config import BACKBONES
+  from components.simclr_trainer.params import BACKBONES
+  assert BACKBONES == model.BACKBONES
   for backbone in BACKBONES:
     stages = model.stage_count(backbone)
     build_config(set_args=[f'backbone={backbone}', f'embedding_stages={stages}'])
@@ -145,13 +146,13 @@ def test_embedding_pool_choices_match_the_models():
   """The config checks embedding_pool without importing Keras; its choices must be the ones
   model.build_embedder accepts, or a valid value would fail only inside the trainer."""
   from components.simclr_trainer import model
-  from pipeline.config import EMBEDDING_POOLS
+  from components.simclr_trainer.params import EMBEDDING_POOLS
   assert EMBEDDING_POOLS == model.POOLS
 
 
 def test_contrastive_loss_choices_match_the_losses():
   from components.simclr_trainer import losses
-  from pipeline.config import CONTRASTIVE_LOSSES
+  from components.simclr_trainer.params import CONTRASTIVE_LOSSES
   assert CONTRASTIVE_LOSSES == losses.CONTRASTIVE_LOSSES
 
 
@@ -184,7 +185,7 @@ def test_local_crops_enter_the_policy_only_when_on():
   assert multi['local_crops'] == {'count': 2, 'size': 8, 'scale': [0.1, 0.4]}
   assert {k: v for k, v in multi.items() if k != 'local_crops'} == plain
   # The benchmarks add or drop crops on a run's recorded policy through the same helper.
-  from pipeline.config import with_local_crops
+  from components.dual_view_transform.params import with_local_crops
   assert with_local_crops(multi, 0, 8, (0.1, 0.4)) == plain
   assert with_local_crops(plain, 2, 8, ('0.1', '0.4')) == multi
   assert 'local_crops' in multi  # the helper copies; it does not edit its argument
@@ -227,22 +228,45 @@ def test_a_uri_serving_dir_is_refused_and_a_path_is_used():
   assert paths(build_config(output_dir='/tmp/o'))['serving'] == '/tmp/o/serving'
 
 
-def test_component_parameters_take_their_one_default_from_the_config(mnist_subset, tmp_path):
-  """The Pusher's and the LinearEvaluator's parameters have no default of their own (a second
-  default drifted before: keep_versions 3 in the component, 0 in the executor), and the DAG
-  passes the config's."""
-  from components.linear_evaluator.component import LinearEvaluatorSpec
-  from components.pusher.component import PusherSpec
-  for spec, keys in ((PusherSpec, ('keep_versions', 'warmup_images',
-                                   'serving_config_base_path')),
-                     (LinearEvaluatorSpec, ('probe_fractions', 'max_drop_vs_baseline',
-                                            'context_baselines'))):
-    assert not [k for k in keys if spec.PARAMETERS[k].optional], spec.__name__
+def test_each_setting_has_one_default_in_its_components_params(mnist_subset, tmp_path):
+  """PipelineConfig is derived from the components' params classes, whose fields are disjoint
+  (a setting belongs to one component), and the DAG hands each component exactly its own params
+  as one JSON execution parameter, which from_json reads back equal."""
+  import dataclasses
+  from components.params import EXEC_PROPERTY
+  from pipeline.config import COMPONENT_PARAMS, PipelineConfig, RunSettings
   from pipeline.pipeline import create_components
-  config = build_config(data_dir=mnist_subset, output_dir=str(tmp_path))
+  owners = {}
+  for cls in (RunSettings, *COMPONENT_PARAMS):
+    for f in dataclasses.fields(cls):
+      assert f.name not in owners, (f.name, owners.get(f.name), cls.__name__)
+      owners[f.name] = cls
+  assert set(owners) == {f.name for f in dataclasses.fields(PipelineConfig)}
+  config = build_config(data_dir=mnist_subset, output_dir=str(tmp_path),
+                        set_args=['serving_keep_versions=7', 'probe_fractions=0.5',
+                                  'hflip=true', 'learning_rate=2.5', 'tflite_parity_images=9',
+                                  'max_bad_fraction=0'])
   nodes = {type(c).__name__: c for c in create_components(config)}
-  assert nodes['Pusher'].exec_properties['keep_versions'] == config.serving_keep_versions
-  evaluator = nodes['LinearEvaluator'].exec_properties
-  assert evaluator['probe_fractions'] == config.probe_fractions
-  assert evaluator['context_baselines'] == int(config.probe_context_baselines)
-  assert evaluator['max_drop_vs_baseline'] == config.bless_max_drop_vs_baseline
+  for name, cls in (('ImageIngest', COMPONENT_PARAMS[0]), ('DualViewTransform', COMPONENT_PARAMS[1]),
+                    ('SimCLRTrainer', COMPONENT_PARAMS[2]), ('LinearEvaluator', COMPONENT_PARAMS[3]),
+                    ('EdgeExport', COMPONENT_PARAMS[4]), ('Pusher', COMPONENT_PARAMS[5])):
+    spec = nodes[name].spec
+    assert not spec.PARAMETERS[EXEC_PROPERTY].optional
+    params = cls.from_json(nodes[name].exec_properties[EXEC_PROPERTY])
+    expected = cls.of(config)
+    if name == 'ImageIngest':  # made absolute by the DAG
+      expected = dataclasses.replace(expected, manifest='')
+    assert params == expected, name
+  assert nodes['ImageIngest'].exec_properties[EXEC_PROPERTY].count('"max_bad_fraction": 0.0')
+
+
+def test_params_json_is_checked_when_an_executor_reads_it():
+  from components.errors import ConfigError as BaseConfigError
+  from components.simclr_trainer.params import TrainerParams
+  assert TrainerParams.from_json(TrainerParams(batch_size=64).to_json()).batch_size == 64
+  with pytest.raises(BaseConfigError, match='batch_size must be >= 2'):
+    TrainerParams.from_json('{"batch_size": 1}')
+  with pytest.raises(BaseConfigError, match='unknown parameter'):
+    TrainerParams.from_json('{"batch_sise": 64}')
+  with pytest.raises(BaseConfigError, match='batch_size must be int'):
+    TrainerParams.from_json('{"batch_size": "64"}')

@@ -1,7 +1,7 @@
 """precision='auto' and the time budget's step count: the pure decisions behind them."""
 import pytest
 
-from components.simclr_trainer import hardware, optim
+from components.simclr_trainer import hardware, optim, time_budget
 
 XEON = 'processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n'
 EPYC = 'processor\t: 0\nflags\t\t: fpu sse avx2 fma\n'
@@ -46,9 +46,9 @@ def test_an_explicit_choice_is_kept_and_flagged_where_emulated():
 
 def test_time_budget_buys_steps_at_the_measured_pace_within_the_epochs():
   # 20 steps done, 100 s left at 0.5 s/step with 5% kept back: 190 more steps.
-  assert optim.steps_within_budget(20, 1000, 100.0, 0.5) == 210
-  assert optim.steps_within_budget(20, 100, 100.0, 0.5) == 100  # never beyond the epochs
-  assert optim.steps_within_budget(20, 1000, -5.0, 0.5) == 21  # already late: one more step
+  assert time_budget.steps_within_budget(20, 1000, 100.0, 0.5) == 210
+  assert time_budget.steps_within_budget(20, 100, 100.0, 0.5) == 100  # never beyond the epochs
+  assert time_budget.steps_within_budget(20, 1000, -5.0, 0.5) == 21  # already late: one more step
 
 
 def test_schedule_follows_variables_set_after_tracing():

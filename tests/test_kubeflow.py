@@ -151,12 +151,12 @@ def test_compile_command_and_the_environment_runner_write_the_same_dag(mnist_sub
 
 def test_distribution_strategy_is_a_checked_choice():
   import tensorflow as tf
-  from components.simclr_trainer import executor
+  from components.simclr_trainer import training
   from pipeline.config import ConfigError, build_config
-  assert isinstance(executor.choose_strategy('mirrored'), tf.distribute.MirroredStrategy)
-  assert executor.choose_strategy('default') is tf.distribute.get_strategy()
+  assert isinstance(training.choose_strategy('mirrored'), tf.distribute.MirroredStrategy)
+  assert training.choose_strategy('default') is tf.distribute.get_strategy()
   with pytest.raises(ValueError, match='distribution_strategy'):
-    executor.choose_strategy('tpu')
+    training.choose_strategy('tpu')
   with pytest.raises(ConfigError, match='distribution_strategy'):
     build_config(set_args=['distribution_strategy=tpu'])
 

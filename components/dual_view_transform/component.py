@@ -5,12 +5,12 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.dual_view_transform import executor
+from components.dual_view_transform.params import TransformParams
 
 
 class DualViewTransformSpec(types.ComponentSpec):
   PARAMETERS = {
-      'image_size': ExecutionParameter(type=int),
-      'augmentation_policy': ExecutionParameter(type=str),  # JSON, see PipelineConfig
+      'params': ExecutionParameter(type=str),  # TransformParams as JSON: the policy's settings
   }
   INPUTS = {
       'examples': ChannelParameter(type=standard_artifacts.Examples),
@@ -26,11 +26,10 @@ class DualViewTransform(base_beam_component.BaseBeamComponent):
   SPEC_CLASS = DualViewTransformSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-  def __init__(self, examples: types.BaseChannel, schema: types.BaseChannel, image_size: int,
-               augmentation_policy: str):
+  def __init__(self, examples: types.BaseChannel, schema: types.BaseChannel,
+               params: TransformParams):
     spec = DualViewTransformSpec(
-        examples=examples, schema=schema, image_size=image_size,
-        augmentation_policy=augmentation_policy,
+        examples=examples, schema=schema, params=params.to_json(),
         transform_graph=types.Channel(type=standard_artifacts.TransformGraph),
         transformed_examples=types.Channel(type=standard_artifacts.Examples))
     super().__init__(spec=spec)

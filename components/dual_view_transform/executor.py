@@ -24,6 +24,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import io_utils
 from components.dual_view_transform import contract
+from components.dual_view_transform.params import TransformParams
+from components.params import EXEC_PROPERTY
 from components.image_ingest.contract import SPLITS
 from components.dual_view_transform import preprocessing
 
@@ -34,11 +36,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
   def Do(self, input_dict, output_dict, exec_properties):
     io_utils.make_output_dirs(output_dict)
     started = time.time()
-    image_size = int(exec_properties['image_size'])
-    policy = json.loads(exec_properties['augmentation_policy'])
-    if int(policy.get('image_size', image_size)) != image_size:
-      raise ValueError(f'augmentation policy image_size {policy["image_size"]} differs from '
-                       f'the transform image_size {image_size}')
+    params = TransformParams.from_json(exec_properties[EXEC_PROPERTY])
+    image_size = params.image_size
+    policy = params.augmentation_policy()
 
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     schema_uri = artifact_utils.get_single_uri(input_dict['schema'])

@@ -6,15 +6,12 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.artifacts import EdgeModel
 from components.edge_export import executor
+from components.edge_export.params import EdgeExportParams
 
 
 class EdgeExportSpec(types.ComponentSpec):
   PARAMETERS = {
-      'calibration_images': ExecutionParameter(type=int),
-      'parity_images': ExecutionParameter(type=int),
-      'min_cosine_float': ExecutionParameter(type=float),
-      'min_cosine_int8': ExecutionParameter(type=float),
-      'max_top1_drop': ExecutionParameter(type=float),
+      'params': ExecutionParameter(type=str),  # EdgeExportParams as JSON
   }
   INPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
@@ -29,7 +26,8 @@ class EdgeExport(base_component.BaseComponent):
   SPEC_CLASS = EdgeExportSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-  def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, **params):
-    spec = EdgeExportSpec(model=model, examples=examples,
-                          edge_model=types.Channel(type=EdgeModel), **params)
+  def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
+               params: EdgeExportParams):
+    spec = EdgeExportSpec(model=model, examples=examples, params=params.to_json(),
+                          edge_model=types.Channel(type=EdgeModel))
     super().__init__(spec=spec)

@@ -21,9 +21,12 @@ from tfx.utils import path_utils
 
 from components import io_utils
 from components.edge_export import contract, tflite
+from components.edge_export.params import EdgeExportParams
 from components.linear_evaluator import probe
+from components.params import EXEC_PROPERTY
 from components.simclr_trainer import export
 
+_PROBE_TRAIN_IMAGES = 5000  # SavedModel embeddings the parity probe is trained on, at most
 
 
 def _labelled_pixels(split_uri: str, image_size: int, limit: int):
@@ -39,76 +42,80 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict, output_dict, exec_properties):
     io_utils.make_output_dirs(output_dict)
     started = time.time()
+    params = EdgeExportParams.from_json(exec_properties[EXEC_PROPERTY])
     model = artifact_utils.get_single_instance(input_dict['model'])
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     edge = artifact_utils.get_single_instance(output_dict['edge_model'])
-    targets = {k: float(exec_properties[k]) for k in
-               ('min_cosine_float', 'min_cosine_int8', 'max_top1_drop')}
     saved_model_dir = path_utils.serving_model_path(model.uri)
-    loaded = tf.saved_model.load(saved_model_dir)
-    pixels_fn = loaded.signatures[export.PIXELS_SIGNATURE]
-    image_size = int(pixels_fn.structured_input_signature[1][export.PIXELS_INPUT].shape[1])
-
-    def saved_model_embed(pixels):
-      return np.concatenate([pixels_fn(pixels=tf.constant(pixels[i:i + 256]))['embedding']
-                             .numpy() for i in range(0, len(pixels), 256)])
-
-    train_uri = artifact_utils.get_split_uri([examples], 'train')
-    eval_uri = artifact_utils.get_split_uri([examples], 'eval')
+    reference = _SavedModelEncoder(saved_model_dir)
+    splits = {name: artifact_utils.get_split_uri([examples], name) for name in ('train', 'eval')}
     calibration = tflite.decode_pixels(
-        io_utils.encoded_images(train_uri, int(exec_properties['calibration_images'])), image_size)
+        io_utils.encoded_images(splits['train'], params.tflite_calibration_images),
+        reference.image_size)
+    models = self._convert(saved_model_dir, calibration, edge)
+    if models is None:
+      return
+    for name, content in models.items():
+      tflite.write_model(edge.uri, contract.FORMATS[name], content)
+    results = self._parity(models, reference, splits, params)
+    results['num_calibration_images'] = int(len(calibration))
+    self._decide(results, results['targets'])
+    io_utils.write_json(os.path.join(edge.uri, contract.PARITY_FILE), results)
+    io_utils.write_json(os.path.join(edge.uri, contract.PREPROCESSING_FILE),
+                        _preprocessing_note(reference.image_size))
+    self._record(edge, model, results)
+    logging.info('EdgeExport: float32 cosine %.5f (%s), int8 cosine %.5f (%s), %.1fs',
+                 results['float32']['mean_cosine'], results['float32']['reason'],
+                 results['int8']['mean_cosine'], results['int8']['reason'], time.time() - started)
+
+  @staticmethod
+  def _convert(saved_model_dir, calibration, edge):
+    """{'float32': bytes, 'int8': bytes}; None after recording why, when conversion fails (the
+    served SavedModel is still good: it is pushed without edge models)."""
     try:
-      models = {'float32': tflite.convert(saved_model_dir),
-                'int8': tflite.convert(saved_model_dir, calibration)}
+      return {'float32': tflite.convert(saved_model_dir),
+              'int8': tflite.convert(saved_model_dir, calibration)}
     except Exception as e:  # pylint: disable=broad-except
-      # The served SavedModel is still good: push it without edge models, and say why.
       reason = f'TFLite conversion failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}'
       logging.error('EdgeExport: %s', reason)
-      for name in ('float32', 'int8'):
-        edge.set_int_custom_property(f'{name}_accepted', 0)
-        edge.set_string_custom_property(f'{name}_reason', reason)
+      for name in contract.FORMATS:
+        edge.set_int_custom_property(contract.accepted(name), 0)
+        edge.set_string_custom_property(contract.reason(name), reason)
       io_utils.write_json(os.path.join(edge.uri, contract.PARITY_FILE), {'error': reason})
       io_utils.write_json(os.path.join(edge.uri, contract.PREPROCESSING_FILE), {'error': reason})
-      return
-    paths = {'float32': tflite.write_model(edge.uri, contract.FLOAT_FILE, models['float32']),
-             'int8': tflite.write_model(edge.uri, contract.INT8_FILE, models['int8'])}
+      return None
 
-    parity_limit = int(exec_properties['parity_images'])
-    eval_pixels, eval_y = _labelled_pixels(eval_uri, image_size, parity_limit)
+  @staticmethod
+  def _parity(models, reference, splits, params):
+    """Cosine of each TFLite model's embeddings to the SavedModel's on held-out eval images,
+    and the int8 model's probe top-1 against the SavedModel's where labels allow."""
+    size = reference.image_size
+    eval_pixels, eval_y = _labelled_pixels(splits['eval'], size, params.tflite_parity_images)
     if len(eval_pixels) == 0:  # no labels at all: parity on unlabelled eval images
-      eval_pixels = tflite.decode_pixels(io_utils.encoded_images(eval_uri, parity_limit),
-                                         image_size)
-    reference = saved_model_embed(eval_pixels)
-    results = {'image_size': image_size, 'num_parity_images': int(len(eval_pixels)),
-               'num_calibration_images': int(len(calibration)), 'targets': targets}
+      eval_pixels = tflite.decode_pixels(
+          io_utils.encoded_images(splits['eval'], params.tflite_parity_images), size)
+    expected = reference.embed(eval_pixels)
+    results = {'image_size': size, 'num_parity_images': int(len(eval_pixels)),
+               'targets': {'min_cosine_float': params.tflite_min_cosine_float,
+                           'min_cosine_int8': params.tflite_min_cosine_int8,
+                           'max_top1_drop': params.tflite_max_top1_drop}}
     embeddings = {}
     for name, content in models.items():
       embeddings[name] = tflite.TFLiteEncoder(content).embed(eval_pixels)
-      cos = tflite.cosine(embeddings[name], reference)
-      results[name] = {'file': os.path.basename(paths[name]), 'bytes': len(content),
+      cos = tflite.cosine(embeddings[name], expected)
+      results[name] = {'file': contract.FORMATS[name], 'bytes': len(content),
                        'mean_cosine': float(cos.mean()), 'min_cosine': float(cos.min())}
-
-    train_pixels, train_y = _labelled_pixels(train_uri, image_size, 5000)
+    train_pixels, train_y = _labelled_pixels(splits['train'], size, _PROBE_TRAIN_IMAGES)
     if len(train_y) and len(eval_y) and len(np.unique(train_y)) > 1:
-      predict, _ = probe.fit_linear_probe(saved_model_embed(train_pixels), train_y)
-      results['probe_top1_savedmodel'] = float(np.mean(predict(reference) == eval_y))
+      predict, _ = probe.fit_linear_probe(reference.embed(train_pixels), train_y)
+      results['probe_top1_savedmodel'] = float(np.mean(predict(expected) == eval_y))
       results['probe_top1_int8'] = float(np.mean(predict(embeddings['int8']) == eval_y))
       results['probe_top1_drop'] = results['probe_top1_savedmodel'] - results['probe_top1_int8']
+    return results
 
-    self._decide(results, targets)
-    io_utils.write_json(os.path.join(edge.uri, contract.PARITY_FILE), results)
-    io_utils.write_json(os.path.join(edge.uri, contract.PREPROCESSING_FILE), {
-        'input': {'name': export.PIXELS_INPUT, 'dtype': 'float32',
-                  'shape': [1, image_size, image_size, 3],
-                  'values': 'RGB pixels 0..255 (decoded; greyscale repeated to 3 channels)'},
-        'resize': f'whole image to {image_size}x{image_size}, bilinear with antialiasing, '
-                  'no crop (tf.image.resize(..., antialias=True)); round to integers',
-        'normalisation': 'inside the model: (pixels / 255 - mean) / std with the training '
-                         'set statistics of DualViewTransform',
-        'output': {'name': 'embedding', 'dtype': 'float32',
-                   'meaning': 'encoder output h, the same as the SavedModel `embedding`'},
-    })
-    for name in models:
+  @staticmethod
+  def _record(edge, model, results) -> None:
+    for name in contract.FORMATS:
       edge.set_int_custom_property(contract.accepted(name), int(results[name]['accepted']))
       edge.set_float_custom_property(contract.mean_cosine(name), results[name]['mean_cosine'])
       edge.set_string_custom_property(contract.reason(name), results[name]['reason'])
@@ -116,9 +123,6 @@ class Executor(base_executor.BaseExecutor):
       if key in results:
         edge.set_float_custom_property(key, results[key])
     edge.set_string_custom_property(contract.MODEL_URI, model.uri)
-    logging.info('EdgeExport: float32 cosine %.5f (%s), int8 cosine %.5f (%s), %.1fs',
-                 results['float32']['mean_cosine'], results['float32']['reason'],
-                 results['int8']['mean_cosine'], results['int8']['reason'], time.time() - started)
 
   @staticmethod
   def _decide(results, targets) -> None:
@@ -141,3 +145,30 @@ class Executor(base_executor.BaseExecutor):
     int8['reason'] = ('; '.join(problems) if problems else
                       f"mean cosine {int8['mean_cosine']:.5f} >= {targets['min_cosine_int8']}"
                       + detail)
+
+
+class _SavedModelEncoder:
+  """The exported model's pixels signature: the reference the TFLite models must match."""
+
+  def __init__(self, saved_model_dir: str):
+    self._fn = tf.saved_model.load(saved_model_dir).signatures[export.PIXELS_SIGNATURE]
+    self.image_size = int(self._fn.structured_input_signature[1][export.PIXELS_INPUT].shape[1])
+
+  def embed(self, pixels):
+    return np.concatenate([self._fn(pixels=tf.constant(pixels[i:i + 256]))['embedding'].numpy()
+                           for i in range(0, len(pixels), 256)])
+
+
+def _preprocessing_note(image_size: int) -> dict:
+  """preprocessing.json: how a device turns an image into the TFLite model's input."""
+  return {
+      'input': {'name': export.PIXELS_INPUT, 'dtype': 'float32',
+                'shape': [1, image_size, image_size, 3],
+                'values': 'RGB pixels 0..255 (decoded; greyscale repeated to 3 channels)'},
+      'resize': f'whole image to {image_size}x{image_size}, bilinear with antialiasing, '
+                'no crop (tf.image.resize(..., antialias=True)); round to integers',
+      'normalisation': 'inside the model: (pixels / 255 - mean) / std with the training '
+                       'set statistics of DualViewTransform',
+      'output': {'name': 'embedding', 'dtype': 'float32',
+                 'meaning': 'encoder output h, the same as the SavedModel `embedding`'},
+  }

@@ -41,10 +41,9 @@ import schemas
 from components import failpoints, io_utils
 from components.image_ingest import contract, images
 from components.image_ingest.contract import SPLITS
+from components.image_ingest.params import IngestParams
+from components.params import EXEC_PROPERTY
 
-# Settings the pipeline passes from PipelineConfig (run_standalone: from its defaults).
-_CONFIG_KEYS = ('eval_percent', 'min_side', 'max_pixels', 'max_file_bytes', 'max_bad_fraction',
-                'labelled_fraction', 'include_globs', 'exclude_globs', 'manifest')
 _META_KEYS = ('id', 'relpath', 'class_name', 'sha256', 'height', 'width', 'original_size')
 
 
@@ -263,16 +262,14 @@ def _build(p, sources, settings: Dict[str, Any], dirs: Dict[str, str]) -> None:
         os.path.join(dirs[name], 'data_tfrecord'), file_name_suffix='.gz')
 
 
-def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
-  """The executor's settings, typed, as the pipeline passed them (no fallback defaults)."""
+def _settings(data_dir: str, params: IngestParams) -> Dict[str, Any]:
+  """What the Beam stages need of the settings, as a plain dict."""
   return {
-      'data_dir': exec_properties['data_dir'],
-      'eval_percent': int(exec_properties['eval_percent']),
-      'labelled_fraction': float(exec_properties['labelled_fraction']),
-      'max_bad_fraction': float(exec_properties['max_bad_fraction']),
-      'limits': {'min_side': int(exec_properties['min_side']),
-                 'max_pixels': int(exec_properties['max_pixels']),
-                 'max_file_bytes': int(exec_properties['max_file_bytes'])},
+      'data_dir': data_dir,
+      'eval_percent': params.eval_percent,
+      'labelled_fraction': params.labelled_fraction,
+      'limits': {'min_side': params.min_side, 'max_pixels': params.max_pixels,
+                 'max_file_bytes': params.max_file_bytes},
   }
 
 
@@ -282,16 +279,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
   def Do(self, input_dict, output_dict, exec_properties):
     io_utils.make_output_dirs(output_dict)
     started = time.time()
-    settings = _settings(exec_properties)
-    data_dir = settings['data_dir']
+    params = IngestParams.from_json(exec_properties[EXEC_PROPERTY])
+    data_dir = exec_properties['data_dir']
+    settings = _settings(data_dir, params)
     examples = artifact_utils.get_single_instance(output_dict['examples'])
     schema_artifact = artifact_utils.get_single_instance(output_dict['schema'])
     report_artifact = artifact_utils.get_single_instance(output_dict['report'])
 
     listing = images.list_sources(
-        data_dir, include=images.split_globs(exec_properties['include_globs']),
-        exclude=images.split_globs(exec_properties['exclude_globs']),
-        manifest=exec_properties['manifest'])
+        data_dir, include=images.split_globs(params.include_globs),
+        exclude=images.split_globs(params.exclude_globs), manifest=params.manifest)
     sources = [{**dataclasses.asdict(f), 'index': i} for i, f in enumerate(listing.files)]
     logging.info('ImageIngest: %d inputs under %s (%d excluded by globs, %d TFRecord files)',
                  len(sources), data_dir, len(listing.excluded),
@@ -310,13 +307,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         tf.io.gfile.rmtree(dirs['staged'])
 
     failpoints.hit('ingest.after_write')  # records written, report not yet: a mid-step crash
-    report = self._report(exec_properties, listing, dirs['side'], time.time() - started)
+    report = self._report(exec_properties, params, listing, dirs['side'],
+                          time.time() - started)
     report_path = os.path.join(report_artifact.uri, contract.REPORT_FILE)
     io_utils.write_json(report_path, report)
     tfx_io_utils.write_pbtxt_file(os.path.join(schema_artifact.uri, 'schema.pbtxt'),
                                   schemas.load_schema())
     self._annotate(examples, report_artifact, report, data_dir)
-    self._check_usable(report, settings['max_bad_fraction'], data_dir, report_path)
+    self._check_usable(report, params.max_bad_fraction, data_dir, report_path)
     logging.info('ImageIngest: %d examples (train %d, eval %d; %d train labels used by the '
                  'probe), %d quarantined, %d duplicates, %d downscaled, %d excluded, '
                  '%.1f inputs/s', report['num_examples'], report['split_counts']['train'],
@@ -337,7 +335,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     examples.set_string_custom_property(contract.CLASSES, json.dumps(report['classes']))
 
   @staticmethod
-  def _report(exec_properties, listing, side_dir, seconds) -> Dict[str, Any]:
+  def _report(exec_properties, params, listing, side_dir, seconds) -> Dict[str, Any]:
     manifest = _read_lines(os.path.join(side_dir, 'manifest*.jsonl'))
     quarantined = sorted(_read_lines(os.path.join(side_dir, 'quarantine*.jsonl')) +
                          [{'path': p, 'reason': r} for p, r in listing.unreadable],
@@ -358,13 +356,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       digest.update(f"{row['sha256']} {row['label']} {row['labelled']} {row['split']}\n".encode())
     return {
         'source_dir': os.path.abspath(exec_properties['data_dir']),
-        'manifest': exec_properties['manifest'],
-        'include_globs': exec_properties['include_globs'],
-        'exclude_globs': exec_properties['exclude_globs'],
+        'manifest': params.manifest,
+        'include_globs': params.include_globs,
+        'exclude_globs': params.exclude_globs,
         'source_listing_fingerprint': exec_properties['source_fingerprint'],
         'data_fingerprint': digest.hexdigest(),
-        'eval_percent': int(exec_properties['eval_percent']),
-        'labelled_fraction': float(exec_properties['labelled_fraction']),
+        'eval_percent': params.eval_percent,
+        'labelled_fraction': params.labelled_fraction,
         'classes': images.class_index(row['class'] for row in manifest),
         'num_files': len(listing.files),
         # Images read: one per image file, one per record of a TFRecord file.
@@ -411,7 +409,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 def run_standalone(data_dir: str, out_dir: str, beam_pipeline_args=('--runner=DirectRunner',),
                    **params):
   """Runs the executor outside a pipeline, on fresh artifacts under out_dir (tests and
-  benchmarks), with PipelineConfig's defaults for the settings not in params. Returns (report
+  benchmarks), with IngestParams' defaults for the settings not in params. Returns (report
   dict, Examples artifact)."""
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   from components.artifacts import IngestReport  # pylint: disable=g-import-not-at-top
@@ -422,10 +420,8 @@ def run_standalone(data_dir: str, out_dir: str, beam_pipeline_args=('--runner=Di
     tf.io.gfile.makedirs(artifact.uri)
   context = base_beam_executor.BaseBeamExecutor.Context(
       beam_pipeline_args=list(beam_pipeline_args), tmp_dir=os.path.join(out_dir, 'tmp'))
-  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
-  defaults = PipelineConfig()
   exec_properties = {'data_dir': str(data_dir), 'source_fingerprint': '',
-                     **{key: getattr(defaults, key) for key in _CONFIG_KEYS}, **params}
+                     EXEC_PROPERTY: IngestParams(**params).to_json()}
   Executor(context).Do({}, {k: [v] for k, v in outputs.items()}, exec_properties)
   report = io_utils.read_json(os.path.join(outputs['report'].uri, contract.REPORT_FILE))
   return report, outputs['examples']

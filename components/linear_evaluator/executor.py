@@ -24,6 +24,8 @@ from components.linear_evaluator import baselines, plots, probe
 from components.image_ingest import contract as ingest_contract
 from components.linear_evaluator import contract
 from components.linear_evaluator.contract import METRICS_FILE
+from components.linear_evaluator.params import EvaluatorParams
+from components.params import EXEC_PROPERTY
 from components.simclr_trainer import contract as trainer_contract
 
 _RAW_PIXELS_MAX_SIDE = 32  # raw-pixel probe: at most 32x32x3 features, or it takes minutes
@@ -33,18 +35,6 @@ _CONTEXT_MAX_LABELLED = 2000  # context probes train on a class-balanced subset 
 def embed(serving_fn, image_batches) -> np.ndarray:
   outputs = [serving_fn(images=batch)['embedding'].numpy() for batch in image_batches]
   return np.concatenate(outputs) if outputs else np.zeros([0, 0], np.float32)
-
-
-def parse_fractions(text: str):
-  """'0.01,0.1,1' -> [0.01, 0.1, 1.0] (sorted, unique, 1.0 always included: the headline)."""
-  values = {1.0}
-  for part in str(text).split(','):
-    if part.strip():
-      value = float(part)
-      if not 0.0 < value <= 1.0:
-        raise ValueError(f'probe fraction {value} is not in (0, 1]')
-      values.add(value)
-  return sorted(values)
 
 
 def load_serving_fn(model_uri: str):
@@ -62,11 +52,10 @@ class Executor(base_executor.BaseExecutor):
     baseline_models = input_dict.get('baseline_model') or []
     evaluation = artifact_utils.get_single_instance(output_dict['evaluation'])
     blessing = artifact_utils.get_single_instance(output_dict['blessing'])
-    threshold = float(exec_properties['min_linear_top1'])
-    knn_k = int(exec_properties['knn_k'])
-    max_drop = float(exec_properties['max_drop_vs_baseline'])
-    fractions = parse_fractions(exec_properties['probe_fractions'])
-    with_context = bool(int(exec_properties['context_baselines']))
+    params = EvaluatorParams.from_json(exec_properties[EXEC_PROPERTY])
+    threshold, knn_k = params.bless_min_linear_top1, params.knn_k
+    max_drop, fractions = params.bless_max_drop_vs_baseline, params.fractions()
+    with_context = params.probe_context_baselines
     class_names = json.loads(examples.get_string_custom_property(ingest_contract.CLASSES) or '[]')
 
     train_images, train_y = io_utils.read_labelled(artifact_utils.get_split_uri([examples], 'train'))

@@ -6,17 +6,13 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.artifacts import EdgeModel
 from components.pusher import executor
+from components.pusher.params import PusherParams
 
 
 class PusherSpec(types.ComponentSpec):
   PARAMETERS = {
-      'serving_base_dir': ExecutionParameter(type=str),
-      'model_name': ExecutionParameter(type=str),
-      # Every parameter is required: its one default is in pipeline/config.py.
-      'keep_versions': ExecutionParameter(type=int),  # 0 = keep all
-      'warmup_images': ExecutionParameter(type=int),  # 0 = no warmup file
-      # The base path as TF Serving sees it, for models.config; '' = serving_base_dir.
-      'serving_config_base_path': ExecutionParameter(type=str),
+      'serving_base_dir': ExecutionParameter(type=str),  # TF Serving's model base folder
+      'params': ExecutionParameter(type=str),  # PusherParams as JSON
   }
   INPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
@@ -35,14 +31,11 @@ class Pusher(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
-               serving_base_dir: str, model_name: str, keep_versions: int,
-               warmup_images: int, serving_config_base_path: str,
+               serving_base_dir: str, params: PusherParams,
                edge_model: types.BaseChannel | None = None,
                examples: types.BaseChannel | None = None):
     spec = PusherSpec(model=model, model_blessing=model_blessing, edge_model=edge_model,
                       examples=examples, serving_base_dir=serving_base_dir,
-                      model_name=model_name, keep_versions=keep_versions,
-                      warmup_images=warmup_images,
-                      serving_config_base_path=serving_config_base_path,
+                      params=params.to_json(),
                       pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

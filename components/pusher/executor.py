@@ -18,7 +18,9 @@ from components import io_utils
 from components.edge_export import contract as edge_contract
 from components.linear_evaluator import contract as evaluator_contract
 from components.pusher import contract, push, serving_files
+from components.params import EXEC_PROPERTY
 from components.pusher.contract import EDGE_DIR
+from components.pusher.params import PusherParams
 
 
 
@@ -48,14 +50,15 @@ class Executor(base_executor.BaseExecutor):
     blessing = artifact_utils.get_single_instance(input_dict['model_blessing'])
     pushed = artifact_utils.get_single_instance(output_dict['pushed_model'])
     serving_base = exec_properties['serving_base_dir']
-    model_name = exec_properties['model_name']
-    keep = int(exec_properties['keep_versions'])
-    warmup_count = int(exec_properties['warmup_images'])
+    params = PusherParams.from_json(exec_properties[EXEC_PROPERTY])
+    model_name, keep = params.model_name, params.serving_keep_versions
+    warmup_count = params.serving_warmup_images
     # '' means: TF Serving sees the serving folder where the Pusher writes it.
-    config_base = exec_properties['serving_config_base_path'] or serving_base
+    config_base = params.serving_config_base_path or serving_base
 
     if not is_blessed(blessing):
-      reason = blessing.get_string_custom_property(evaluator_contract.REASON) or 'model was not blessed'
+      reason = (blessing.get_string_custom_property(evaluator_contract.REASON)
+                or 'model was not blessed')
       pushed.set_int_custom_property(contract.PUSHED, 0)
       pushed.set_string_custom_property(contract.REASON, f'not pushed: {reason}')
       logging.warning('Pusher: model %s NOT pushed: %s', model.uri, reason)

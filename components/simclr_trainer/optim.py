@@ -104,12 +104,3 @@ def build_optimizer(name: str, schedule, weight_decay: float, loss_scale: bool =
   else:
     raise ValueError(f'unknown optimizer {name!r}')
   return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
-
-
-def steps_within_budget(done: int, planned_total: int, seconds_left: float,
-                        seconds_per_step: float, margin: float = 0.95) -> int:
-  """A time budget's step count: the steps done plus what `margin` of the seconds left buys at
-  the measured pace (the rest is for checkpoints and the kNN monitor), capped by the epochs'
-  `planned_total`, and at least one more step."""
-  affordable = int(max(seconds_left, 0.0) * margin / max(seconds_per_step, 1e-9))
-  return max(done + 1, min(planned_total, done + affordable))
