@@ -50,9 +50,10 @@ def encoded_images(split_uri: str, limit: int) -> list:
   return [x.numpy() for x in data]
 
 
-def read_labelled(split_uri: str):
+def read_labelled(split_uri: str, limit: int = 0):
   """(encoded image batches, labels) of the records of one raw split whose label may be used:
-  flagged by ImageIngest (train: within the labelled fraction; eval: every labelled record).
+  flagged by ImageIngest (train: within the labelled fraction; eval: every labelled record);
+  the first `limit` of them when limit > 0.
 
   Each batch is one request that serving_default accepts (limits.plan_batches over the stored
   height x width), in record order: the served model refuses larger requests."""
@@ -63,8 +64,8 @@ def read_labelled(split_uri: str):
           schemas.WIDTH_KEY: tf.io.FixedLenFeature([], tf.int64)}
   data = (tf.data.TFRecordDataset(split_files(split_uri), compression_type='GZIP')
           .map(lambda r: tf.io.parse_single_example(r, spec))
-          .filter(lambda f: (f[schemas.LABEL_KEY] >= 0) & (f[schemas.LABELLED_KEY] == 1))
-          .batch(_READ_BATCH))
+          .filter(lambda f: (f[schemas.LABEL_KEY] >= 0) & (f[schemas.LABELLED_KEY] == 1)))
+  data = (data.take(limit) if limit > 0 else data).batch(_READ_BATCH)
   images, labels, pixels = [], [], []
   for batch in data:
     images.append(batch[schemas.IMAGE_KEY].numpy())

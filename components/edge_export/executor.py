@@ -30,7 +30,7 @@ _PROBE_TRAIN_IMAGES = 5000  # SavedModel embeddings the parity probe is trained 
 
 
 def _labelled_pixels(split_uri: str, image_size: int, limit: int):
-  batches, labels = io_utils.read_labelled(split_uri)
+  batches, labels = io_utils.read_labelled(split_uri, limit)
   encoded = list(itertools.islice((x.numpy() for batch in batches for x in batch), limit))
   if not encoded:
     return np.zeros([0, image_size, image_size, 3], np.float32), labels[:0]

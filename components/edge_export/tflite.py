@@ -63,10 +63,21 @@ class TFLiteEncoder:
     return np.stack([self.embed_one(p) for p in pixels])
 
 
+_DECODE_CHUNK = 256
+
+
 def decode_pixels(encoded: Iterable[bytes], image_size: int) -> np.ndarray:
-  """Encoded images -> float32 [N, S, S, 3] pixels 0..255, exactly as the TFT graph does."""
-  batch = tf.constant(list(encoded))
-  return tf.round(preprocessing.decode_and_resize(batch, image_size) * 255.0).numpy()
+  """Encoded images -> float32 [N, S, S, 3] pixels 0..255, exactly as the TFT graph does.
+
+  In graph mode, a chunk at a time: eagerly, map_fn re-traces its per-image function for every
+  image (tens of milliseconds each, minutes for a few thousand images)."""
+  encoded = list(encoded)
+  decode = tf.function(lambda batch: tf.round(
+      preprocessing.decode_and_resize(batch, image_size) * 255.0))
+  chunks = [decode(tf.constant(encoded[i:i + _DECODE_CHUNK])).numpy()
+            for i in range(0, len(encoded), _DECODE_CHUNK)]
+  return (np.concatenate(chunks) if chunks
+          else np.zeros([0, image_size, image_size, 3], np.float32))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
