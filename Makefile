@@ -11,7 +11,7 @@ ARGS ?=
 # pip on these machines prints one harmless warning per package for a missing local index.
 PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
-.PHONY: install run test lock bench bench-quality bench-input bench-queue bench-tflite bench-precision clean
+.PHONY: install run test test-fast lock bench bench-quality bench-input bench-queue bench-tflite bench-precision clean
 
 $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: install
 ## The test suite (unit tests + end-to-end pipeline tests).
 test: install
 	$(PY) -m pytest tests -ra --timeout=1200 $(ARGS)
+
+## The unit tests only (no pipeline runs, benchmarks or training processes): the edit loop.
+test-fast: install
+	$(PY) -m pytest tests -ra -m "not slow" --timeout=300 $(ARGS)
 
 ## Regenerate requirements/lock.txt from requirements/requirements.in + overrides.txt.
 lock:

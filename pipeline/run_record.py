@@ -11,6 +11,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.image_ingest import contract as ingest_contract
 from components.linear_evaluator import contract as evaluator_contract
+from components.params import EXEC_PROPERTY as PARAMS_PROPERTY
 from components.pusher import contract as pusher_contract
 
 STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
@@ -36,8 +37,14 @@ def _value(v: metadata_store_pb2.Value) -> Any:
 
 
 def properties(node) -> Dict[str, Any]:
+  """A node's properties and custom properties; an execution's `params` (its component's
+  settings as one JSON string) are listed setting by setting."""
   result = {k: _value(v) for k, v in node.properties.items()}
   result.update({k: _value(v) for k, v in node.custom_properties.items()})
+  params = result.get(PARAMS_PROPERTY)
+  if isinstance(params, str) and params.startswith('{'):
+    del result[PARAMS_PROPERTY]
+    result.update({k: v for k, v in json.loads(params).items() if k not in result})
   return result
 
 

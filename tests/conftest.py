@@ -48,6 +48,18 @@ def pushed(local_run):
   return config, summary, model_base
 
 
+# Fixtures that run the whole pipeline: a test that uses one is marked `slow`, and
+# `make test-fast` (pytest -m "not slow") leaves it out. Tests that start pipelines or
+# benchmarks themselves carry the mark in their module.
+PIPELINE_FIXTURES = frozenset({'local_run', 'three_runs', 'variant_run', 'budget_run'})
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if PIPELINE_FIXTURES & set(getattr(item, 'fixturenames', ())):
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope='session')
 def mnist_subset(tmp_path_factory):
   """300 real MNIST digits (30 per class) from the embedded demo data, as PNG class folders."""
@@ -71,3 +83,24 @@ def local_run(mnist_subset, tmp_path_factory):
   config = smoke_config(mnist_subset, out)
   summary = runner.run_pipeline(config, engine='local')
   return config, summary, os.path.join(str(out), 'metadata.sqlite')
+
+
+@pytest.fixture(scope='session')
+def three_runs(mnist_subset, tmp_path_factory):
+  """Three runs into one output folder, for lineage, warm start and the baseline comparison:
+  (output folder, summary of each run).
+
+  1. smoke with warm_start on, when nothing is blessed yet: trained from scratch, pushed;
+  2. seed 7, no baseline comparison: a second model from the cached ingest, pushed;
+  3. warm started from the latest blessed model (2), bfloat16, a negatives queue, a different
+     embedding read-out, and an impossible gain demanded over that model: not pushed."""
+  from pipeline import runner
+  out = tmp_path_factory.mktemp('three_runs')
+  first = runner.run_pipeline(smoke_config(mnist_subset, out, warm_start='true'), engine='local')
+  second = runner.run_pipeline(
+      smoke_config(mnist_subset, out, seed=7, bless_compare_with_baseline='false'), engine='local')
+  third = runner.run_pipeline(smoke_config(
+      mnist_subset, out, warm_start='true', seed=7, precision='mixed_bfloat16',
+      negatives_queue_size=64, bless_max_drop_vs_baseline=-1.0, embedding_stages=2,
+      embedding_pool='avg_max'), engine='local')
+  return str(out), first, second, third

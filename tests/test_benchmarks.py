@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_bench_perf_quick_prints_the_summary_json(mnist_subset):
   doc = os.path.join(REPO, 'docs', 'benchmarks.md')
   with open(doc, encoding='utf-8') as f:
@@ -38,6 +41,7 @@ def test_analytic_flops_of_resnet18_cifar_match_the_published_count():
   assert abs(per_image / 6.7e9 - 1) < 0.03  # x3 forward+backward, x2 views
 
 
+@pytest.mark.slow
 def test_bench_quality_smoke_on_a_cifar_subset(tmp_path):
   """The quality benchmark end to end on 30 CIFAR-10 images per class (symlinked, not copied):
   the preset runs, every kept checkpoint is probed, and the final checkpoint's probe equals the

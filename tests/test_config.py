@@ -112,6 +112,7 @@ def test_cli_refuses_bad_config_before_any_work(tmp_path):
   assert not out.exists()  # nothing was started
 
 
+@pytest.mark.slow
 def test_cli_missing_or_empty_data_dir_is_a_clear_error(tmp_path):
   result = run_cli('run', '--output', str(tmp_path / 'out'), '--data-dir', str(tmp_path / 'nope'))
   assert result.returncode == 1

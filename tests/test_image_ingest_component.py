@@ -14,6 +14,9 @@ from components.image_ingest import executor as ingest_executor
 from components.image_ingest.images import IngestError
 from tests.conftest import png_bytes
 
+# Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 
 def image(seed, size=(12, 10), mode='RGB'):
   rng = np.random.default_rng(seed)

@@ -145,6 +145,7 @@ def test_dockerfile_import_check_names_every_executor():
   assert 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor' in modules
 
 
+@pytest.mark.slow
 def test_dockerfile_import_check_imports_in_the_venv():
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
   done = subprocess.run([sys.executable, '-c', _import_check()], cwd=REPO, env=env,

@@ -9,6 +9,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 EXECUTORS = {
     'ImageIngest': 'components.image_ingest.executor.Executor',
     'DualViewTransform': 'components.dual_view_transform.executor.Executor',

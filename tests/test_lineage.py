@@ -1,29 +1,15 @@
 """Lineage queries on ML Metadata: where a pushed version came from, and every model trained from a
-data fingerprint. Two runs on the same data (the second with another seed, so a second model is
-trained from the cached ingest) give two versions to tell apart."""
+data fingerprint. The three runs of conftest.three_runs on the same data give two pushed
+versions to tell apart and a third model that was not pushed."""
 import json
 import os
 import shutil
 
 import pytest
 
-from tests.conftest import smoke_config
-
-
-@pytest.fixture(scope='module')
-def two_runs(mnist_subset, tmp_path_factory):
-  from pipeline import runner
-  out = tmp_path_factory.mktemp('lineage_runs')
-  first = runner.run_pipeline(smoke_config(mnist_subset, out), engine='local')
-  # No baseline comparison: a smoke model may lose to the first, and both must be pushed.
-  second = runner.run_pipeline(
-      smoke_config(mnist_subset, out, seed=7, bless_compare_with_baseline='false'), engine='local')
-  return str(out), first, second
-
-
-def test_the_newest_version_traces_back_to_the_ingested_folder(two_runs):
+def test_the_newest_version_traces_back_to_the_ingested_folder(three_runs):
   from simclr_tools import lineage
-  out, _, second = two_runs
+  out, _, second, _ = three_runs
   chain = lineage.model_lineage(os.path.join(out, 'metadata.sqlite'))
   assert chain['pushed_version'] == second['pushed_version']
   steps = {s['component']: s for s in chain['chain']}
@@ -41,9 +27,9 @@ def test_the_newest_version_traces_back_to_the_ingested_folder(two_runs):
   assert pushed['properties']['pushed_destination'] == second['pushed_destination']
 
 
-def test_an_older_version_is_found_by_number_and_a_missing_one_is_named(two_runs):
+def test_an_older_version_is_found_by_number_and_a_missing_one_is_named(three_runs):
   from simclr_tools import lineage
-  out, first, _ = two_runs
+  out, first, _, _ = three_runs
   path = os.path.join(out, 'metadata.sqlite')
   chain = lineage.model_lineage(path, version=int(first['pushed_version']))
   trainer = next(s for s in chain['chain'] if s['component'] == 'SimCLRTrainer')
@@ -52,23 +38,23 @@ def test_an_older_version_is_found_by_number_and_a_missing_one_is_named(two_runs
     lineage.model_lineage(path, version=1)
 
 
-def test_forward_lineage_lists_both_models_of_the_fingerprint(two_runs):
+def test_forward_lineage_lists_both_models_of_the_fingerprint(three_runs):
   from simclr_tools import lineage
-  out, first, second = two_runs
+  out, first, second, _ = three_runs
   assert first['data_fingerprint'] == second['data_fingerprint']
   models = lineage.models_from_fingerprint(os.path.join(out, 'metadata.sqlite'),
                                            first['data_fingerprint'][:10])
-  assert len(models) == 2
+  assert len(models) == 3
   versions = sorted(str(v) for m in models for v in m['pushed_versions'])
   assert versions == sorted([str(first['pushed_version']), str(second['pushed_version'])])
-  assert all(m['blessed'] for m in models)
+  assert sorted(m['blessed'] for m in models) == [False, True, True]  # the third lost
   with pytest.raises(LookupError, match='no ingested data'):
     lineage.models_from_fingerprint(os.path.join(out, 'metadata.sqlite'), 'ffffffffff')
 
 
-def test_cli_text_json_dot_and_png(two_runs, tmp_path, capsys):
+def test_cli_text_json_dot_and_png(three_runs, tmp_path, capsys):
   from simclr_tools import cli
-  out, first, second = two_runs
+  out, first, second, _ = three_runs
   assert cli.main(['lineage', '--output', out]) == 0
   text = capsys.readouterr().out
   assert f"pushed version {second['pushed_version']}" in text
@@ -87,4 +73,4 @@ def test_cli_text_json_dot_and_png(two_runs, tmp_path, capsys):
     assert not (tmp_path / 'g.png').exists()
   assert cli.main(['lineage', '--output', out, '--data-fingerprint',
                    first['data_fingerprint'][:8]]) == 0
-  assert capsys.readouterr().out.count('Model #') == 2
+  assert capsys.readouterr().out.count('Model #') == 3

@@ -17,6 +17,9 @@ from tfx.utils import path_utils
 from components.pusher import push
 from tests.conftest import png_bytes, smoke_config
 
+# Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 COMPONENTS = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'LinearEvaluator', 'EdgeExport',
               'Pusher')
 # Every run also has the resolver node that finds the latest blessed model (the evaluator's
@@ -40,9 +43,12 @@ EXPECTED_IO = {
 }
 
 
-def executions_by_component(metadata_path):
+def executions_by_component(metadata_path, run_id=None):
+  """The executions of a run (default: the latest one) by component."""
   store = run_record.open_store(metadata_path)
-  return {e['component']: e for e in run_record.run_executions(store, run_record.latest_run(store))}
+  run = (store.get_context_by_type_and_name('pipeline_run', run_id) if run_id
+         else run_record.latest_run(store))
+  return {e['component']: e for e in run_record.run_executions(store, run)}
 
 
 def test_every_execution_completes_with_its_artifacts(local_run):
@@ -223,35 +229,6 @@ def test_beam_engine_labelled_fraction_and_an_unblessed_model_is_not_pushed(mnis
   assert not glob.glob(os.path.join(serving, '*', '[0-9]*'))
 
 
-def test_cli_run_prints_the_summary(mnist_subset, tmp_path):
-  import subprocess
-  import sys
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = subprocess.run(
-      [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', mnist_subset, '--output',
-       str(tmp_path / 'cli'), '--preset', 'smoke', '--summary-json', str(tmp_path / 's.json')],
-      cwd=repo, capture_output=True, text=True, timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'simclr-tfx run summary' in result.stdout
-  assert 'linear probe  top-1' in result.stdout and 'metadata.sqlite' in result.stdout
-  with open(tmp_path / 's.json') as f:
-    summary = json.load(f)
-  assert summary['pushed'] and os.path.isdir(summary['pushed_destination'])
-  lineage_out = subprocess.run([sys.executable, '-m', 'simclr_tools.cli', 'lineage', '--run',
-                                '--output', str(tmp_path / 'cli'), '--json'], cwd=repo,
-                               capture_output=True,
-                               text=True, timeout=300)
-  assert lineage_out.returncode == 0, lineage_out.stderr[-2000:]
-  assert len(json.loads(lineage_out.stdout)['executions']) == len(NODES)
-  digit = sorted(glob.glob(os.path.join(mnist_subset, '3', '*.png')))[0]
-  embed = subprocess.run([sys.executable, '-m', 'simclr_tools.cli', 'embed', '--model',
-                          os.path.join(str(tmp_path / 'cli'), 'serving', 'simclr_encoder'), digit],
-                         cwd=repo, capture_output=True, text=True, timeout=300)
-  assert embed.returncode == 0, embed.stderr[-2000:]
-  rows = json.loads(embed.stdout)
-  assert rows[0]['image'] == digit and len(rows[0]['embedding']) > 0
-
-
 def test_tfx_cli_local_flow(mnist_subset, tmp_path):
   """`tfx pipeline create` + `tfx run create` on pipeline/local_runner.py, as TFX users do."""
   import subprocess
@@ -272,39 +249,34 @@ def test_tfx_cli_local_flow(mnist_subset, tmp_path):
                        'saved_model.pb'))
 
 
-def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(mnist_subset,
-                                                                              tmp_path):
-  out = tmp_path / 'warm'
-  first = runner.run_pipeline(smoke_config(mnist_subset, out, warm_start='true'), engine='local')
-  executions = executions_by_component(first['metadata'])
+def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(three_runs,
+                                                                              mnist_subset):
+  out, first, blessed_run, third = three_runs
+  executions = executions_by_component(first['metadata'], first['run_id'])
   assert first['pushed'] and 'latest_blessed_model_resolver' in executions
-  first_model = executions['SimCLRTrainer']['outputs']['model'][0]
   assert executions['SimCLRTrainer']['inputs'].get('base_model') is None  # nothing blessed yet
+  baseline = executions_by_component(blessed_run['metadata'], blessed_run['run_id'])[
+      'SimCLRTrainer']['outputs']['model'][0]  # the latest blessed one when the third ran
 
-  # The second run also demands an impossible gain over the latest blessed model (a max drop of
+  # The third run also demands an impossible gain over the latest blessed model (a max drop of
   # -1 top-1), so the comparison with the baseline, not the threshold, must refuse it.
-  second = runner.run_pipeline(smoke_config(
-      mnist_subset, out, warm_start='true', seed=7, precision='mixed_bfloat16',
-      negatives_queue_size=64, bless_max_drop_vs_baseline=-1.0, embedding_stages=2,
-      embedding_pool='avg_max'),
-      engine='local')
-  executions = executions_by_component(second['metadata'])
+  executions = executions_by_component(third['metadata'], third['run_id'])
   trainer = executions['SimCLRTrainer']
   assert trainer['state'] == 'COMPLETE'
-  assert trainer['inputs']['base_model'][0]['id'] == first_model['id']
+  assert trainer['inputs']['base_model'][0]['id'] == baseline['id']
   model = trainer['outputs']['model'][0]
-  assert model['properties']['warm_started_from'] == first_model['uri']
+  assert model['properties']['warm_started_from'] == baseline['uri']
   evaluator = executions['LinearEvaluator']
-  assert evaluator['inputs']['baseline_model'][0]['id'] == first_model['id']
+  assert evaluator['inputs']['baseline_model'][0]['id'] == baseline['id']
   with open(os.path.join(evaluator['outputs']['evaluation'][0]['uri'], 'metrics.json')) as f:
     metrics = json.load(f)
-  assert metrics['baseline']['model_uri'] == first_model['uri']
+  assert metrics['baseline']['model_uri'] == baseline['uri']
   assert 0.0 <= metrics['baseline_linear_top1'] <= 1.0
   assert not metrics['blessed'] and 'worse than the latest blessed model' in metrics[
       'blessing_reason']
-  assert not second['pushed'] and 'latest blessed model' in second['push_reason']
-  assert push.versions(os.path.join(str(out), 'serving', 'simclr_encoder')) == [
-      first['pushed_version']]
+  assert not third['pushed'] and 'latest blessed model' in third['push_reason']
+  assert push.versions(os.path.join(str(out), 'serving', 'simclr_encoder')) == sorted(
+      [first['pushed_version'], blessed_run['pushed_version']])
   serve = tf.saved_model.load(path_utils.serving_model_path(model['uri'])).signatures[
       'serving_default']
   digit = sorted(glob.glob(os.path.join(mnist_subset, '*', '*.png')))[0]
@@ -320,12 +292,21 @@ def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(mnis
   assert metrics['embedding_dim'] == 96  # what the probe read
 
 
+@pytest.fixture(scope='module')
+def variant_run(mnist_subset, tmp_path_factory):
+  """One run of the settings the shared smoke run leaves at their defaults: float16 with loss
+  scaling, an XLA train step, SGD with sqrt scaling, a 3-layer head, the decoupled loss on
+  multi-crop views, and an int8 target no model can meet."""
+  return runner.run_pipeline(smoke_config(
+      mnist_subset, tmp_path_factory.mktemp('variant'), precision='mixed_float16',
+      jit_compile='true', optimizer='sgd', lr_scaling='sqrt', learning_rate=0.05, head_layers=3,
+      contrastive_loss='dcl', local_crops=2, local_crop_size=8, tflite_min_cosine_int8=1.5),
+      engine='local')
+
+
 def test_float16_with_loss_scaling_and_xla_train_step_on_the_decoupled_multi_crop_loss(
-    mnist_subset, tmp_path):
-  summary = runner.run_pipeline(smoke_config(
-      mnist_subset, tmp_path / 'fp16', precision='mixed_float16', jit_compile='true',
-      optimizer='sgd', lr_scaling='sqrt', learning_rate=0.05, head_layers=3,
-      contrastive_loss='dcl', local_crops=2, local_crop_size=8), engine='local')
+    variant_run):
+  summary = variant_run
   executions = executions_by_component(summary['metadata'])
   trainer = executions['SimCLRTrainer']
   assert trainer['state'] == 'COMPLETE'
@@ -383,9 +364,8 @@ def test_tflite_models_pushed_with_parity_and_embed_cli(local_run, mnist_subset)
   np.testing.assert_allclose(np.array(rows[0]['embedding']), served[0], rtol=1e-3, atol=1e-3)
 
 
-def test_int8_that_misses_its_target_is_not_pushed(mnist_subset, tmp_path):
-  summary = runner.run_pipeline(smoke_config(mnist_subset, tmp_path / 'strict',
-                                             tflite_min_cosine_int8=1.5), engine='local')
+def test_int8_that_misses_its_target_is_not_pushed(variant_run):
+  summary = variant_run
   edge = executions_by_component(summary['metadata'])['EdgeExport']['outputs']['edge_model'][0]
   assert edge['properties']['int8_accepted'] == 0
   assert 'mean cosine' in edge['properties']['int8_reason'] and '< 1.5' in edge['properties']['int8_reason']

@@ -11,7 +11,10 @@ import pytest
 import tensorflow as tf
 
 from pipeline import run_lock, run_record
-from tests.conftest import png_bytes
+from tests.conftest import png_bytes, pushed
+
+# Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,37 +53,34 @@ def versions(out):
   return sorted(glob.glob(os.path.join(str(out), 'serving', 'simclr_encoder', '[0-9]*')))
 
 
-def test_sigkill_during_ingest_then_rerun(mnist_subset, tmp_path):
+def test_sigkill_during_ingest_then_between_staging_and_rename_of_a_push_then_rerun(
+    mnist_subset, tmp_path):
+  """Three attempts on one output folder: killed after the ingest wrote its records, killed
+  with a push staged but not renamed, then run to the end."""
   out = tmp_path / 'out'
+  model_dir = os.path.join(str(out), 'serving', 'simclr_encoder')
   killed = smoke_run(mnist_subset, out, env={'SIMCLR_TFX_FAILPOINT': 'ingest.after_write'})
   assert killed.returncode == -signal.SIGKILL
   assert not versions(out)
-  again = smoke_run(mnist_subset, out)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert 'did not finish' in again.stderr  # the rerun noticed and said so
+
+  killed = smoke_run(mnist_subset, out, env={'SIMCLR_TFX_FAILPOINT': 'push.before_rename'})
+  assert killed.returncode == -signal.SIGKILL
+  assert not versions(out)  # the staged copy is complete but invisible to TF Serving
+  assert [n for n in os.listdir(model_dir) if n.startswith('.staging-')]
   ingest = [(state, why) for component, state, why in executions(out)
             if component == 'ImageIngest']
   assert sorted(state for state, _ in ingest) == ['COMPLETE', 'FAILED']
   assert any('killed or crashed' in why for state, why in ingest if state == 'FAILED')
-  # Only the successful attempt published examples: nothing duplicated, nothing partial.
-  assert len(live_artifacts(out, 'Examples', '/ImageIngest/')) == 1
-  assert len(versions(out)) == 1
 
-
-def test_sigkill_between_staging_and_rename_of_a_push(mnist_subset, tmp_path):
-  out = tmp_path / 'out'
-  killed = smoke_run(mnist_subset, out, env={'SIMCLR_TFX_FAILPOINT': 'push.before_rename'})
-  assert killed.returncode == -signal.SIGKILL
-  model_dir = os.path.join(str(out), 'serving', 'simclr_encoder')
-  assert not versions(out)  # the staged copy is complete but invisible to TF Serving
-  assert [n for n in os.listdir(model_dir) if n.startswith('.staging-')]
   again = smoke_run(mnist_subset, out)
   assert again.returncode == 0, again.stderr[-3000:]
   assert len(versions(out)) == 1
+  assert os.path.isfile(os.path.join(versions(out)[0], 'saved_model.pb'))
   assert not [n for n in os.listdir(model_dir) if n.startswith('.staging-')]
   pushers = [state for component, state, _ in executions(out) if component == 'Pusher']
   assert sorted(pushers) == ['COMPLETE', 'FAILED']
-  assert os.path.isfile(os.path.join(versions(out)[0], 'saved_model.pb'))
+  # Only the finished ingest published examples: nothing duplicated, nothing partial.
+  assert len(live_artifacts(out, 'Examples', '/ImageIngest/')) == 1
 
 
 def test_a_second_run_on_the_same_output_is_refused(mnist_subset, tmp_path):
@@ -128,10 +128,9 @@ def test_disk_full_stops_with_a_clear_error_and_serves_nothing_partial(mnist_sub
     assert all(state != 'RUNNING' for _, state, _ in executions(out))
 
 
-def test_serving_signature_rejects_bad_input_and_keeps_serving(mnist_subset, tmp_path):
-  out = tmp_path / 'out'
-  assert smoke_run(mnist_subset, out).returncode == 0
-  serve = tf.saved_model.load(versions(out)[0]).signatures['serving_default']
+def test_serving_signature_rejects_bad_input_and_keeps_serving(local_run):
+  _, summary, _ = pushed(local_run)
+  serve = tf.saved_model.load(summary['pushed_destination']).signatures['serving_default']
   good = tf.constant([png_bytes(np.full((20, 20, 3), 90, np.uint8))])
   before = serve(images=good)['embedding'].numpy()
   huge = bytearray(png_bytes(np.zeros((1, 1, 3), np.uint8)))
@@ -183,7 +182,8 @@ def test_two_pipelines_sharing_one_serving_folder_push_at_once(mnist_subset, tmp
   procs = [subprocess.Popen(
       [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', mnist_subset, '--output',
        str(tmp_path / f'out{i}'), '--preset', 'smoke', '--set', f'serving_dir={serving}',
-       '--set', f'seed={i}', '--summary-json', str(tmp_path / f'summary{i}.json')],
+       '--set', f'seed={i}', '--set', 'edge_export=false', '--set',
+       'probe_context_baselines=false', '--summary-json', str(tmp_path / f'summary{i}.json')],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
   outputs = [p.communicate(timeout=1200) for p in procs]
   for p, (_, err) in zip(procs, outputs):

@@ -1,23 +1,36 @@
 """train_minutes: the trainer measures its pace, fits the step count to the budget and keeps it."""
+import glob
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from pipeline import run_record
+from tests.conftest import embed_with_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET_MINUTES, EPOCH_STEPS = 0.5, 100_000
 
 
-def test_time_budget_fits_the_steps_and_records_the_plan(mnist_subset, tmp_path):
-  out = str(tmp_path / 'out')
+@pytest.fixture(scope='module')
+def budget_run(mnist_subset, tmp_path_factory):
+  """`simclr-tfx run` in a subprocess, as users run it, with a time budget: (output folder,
+  the finished process)."""
+  out = str(tmp_path_factory.mktemp('budget') / 'out')
   command = [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', mnist_subset,
              '--output', out, '--preset', 'smoke', '--set', f'train_steps={EPOCH_STEPS}',
              '--set', f'train_minutes={BUDGET_MINUTES}', '--set', 'checkpoint_every_steps=50',
-             '--set', 'precision=auto']
+             '--set', 'precision=auto', '--summary-json', os.path.join(out, 's.json')]
   run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
   assert run.returncode == 0, run.stderr[-3000:]
+  return out, run
+
+
+def test_time_budget_fits_the_steps_and_records_the_plan(budget_run):
+  out, _ = budget_run
   store = run_record.open_store(os.path.join(out, 'metadata.sqlite'))
   executions = {e['component']: e for e in run_record.run_executions(store,
                                                                   run_record.latest_run(store))}
@@ -73,3 +86,21 @@ def test_time_budget_plans_replans_and_stops_on_a_clock():
                        clock=clock)
   assert resumed.total_steps == 150 and not resumed.after_step(173)  # keeps its plan
   assert TimeBudget(0, 500, 0.1, 0, clock=clock).total_steps == 500  # no budget: the epochs
+
+
+def test_cli_run_prints_the_summary_and_lineage_and_embed_read_it(budget_run, mnist_subset):
+  out, run = budget_run
+  assert 'simclr-tfx run summary' in run.stdout
+  assert 'linear probe  top-1' in run.stdout and 'metadata.sqlite' in run.stdout
+  with open(os.path.join(out, 's.json')) as f:
+    summary = json.load(f)
+  assert summary['pushed'] and os.path.isdir(summary['pushed_destination'])
+  lineage_out = subprocess.run([sys.executable, '-m', 'simclr_tools.cli', 'lineage', '--run',
+                                '--output', out, '--json'], cwd=REPO, capture_output=True,
+                               text=True, timeout=300)
+  assert lineage_out.returncode == 0, lineage_out.stderr[-2000:]
+  executions = json.loads(lineage_out.stdout)['executions']
+  assert len(executions) == 7  # the five components, EdgeExport and the baseline resolver
+  digit = sorted(glob.glob(os.path.join(mnist_subset, '3', '*.png')))[0]
+  embedded = embed_with_cli([digit], '--model', os.path.join(out, 'serving', 'simclr_encoder'))
+  assert embedded.shape[0] == 1 and np.isfinite(embedded).all()

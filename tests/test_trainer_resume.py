@@ -8,11 +8,16 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 from pipeline import run_record
 
+# Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS, EVERY = 400, 10
+STEPS, EVERY = 200, 10
 
 
 def _read_checkpoints(path):

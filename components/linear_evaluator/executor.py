@@ -53,46 +53,60 @@ class Executor(base_executor.BaseExecutor):
     evaluation = artifact_utils.get_single_instance(output_dict['evaluation'])
     blessing = artifact_utils.get_single_instance(output_dict['blessing'])
     params = EvaluatorParams.from_json(exec_properties[EXEC_PROPERTY])
-    threshold, knn_k = params.bless_min_linear_top1, params.knn_k
-    max_drop, fractions = params.bless_max_drop_vs_baseline, params.fractions()
-    with_context = params.probe_context_baselines
     class_names = json.loads(examples.get_string_custom_property(ingest_contract.CLASSES) or '[]')
 
-    train_images, train_y = io_utils.read_labelled(artifact_utils.get_split_uri([examples], 'train'))
+    train_images, train_y = io_utils.read_labelled(
+        artifact_utils.get_split_uri([examples], 'train'))
     eval_images, eval_y = io_utils.read_labelled(artifact_utils.get_split_uri([examples], 'eval'))
     metrics = {'num_labelled': int(len(train_y)), 'num_eval': int(len(eval_y)),
-               'num_classes': int(len(np.unique(train_y))), 'min_linear_top1': threshold,
-               'linear_top1': None, 'linear_top5': None, 'knn_top1': None, 'knn_k': knn_k,
-               'knn_temperature': 0.1, 'max_drop_vs_baseline': max_drop,
+               'num_classes': int(len(np.unique(train_y))),
+               'min_linear_top1': params.bless_min_linear_top1, 'linear_top1': None,
+               'linear_top5': None, 'knn_top1': None, 'knn_k': params.knn_k,
+               'knn_temperature': 0.1, 'max_drop_vs_baseline': params.bless_max_drop_vs_baseline,
                'class_names': class_names}
 
-    if len(train_y) == 0 or len(eval_y) == 0 or metrics['num_classes'] < 2:
-      blessed = False
-      reason = (f'cannot measure: {len(train_y)} labelled train and {len(eval_y)} labelled eval '
-                f'images in {metrics["num_classes"]} class(es); put labelled images in '
-                'class sub-folders (at least 2 classes)')
-    else:
-      serving_fn = load_serving_fn(model.uri)
-      train_x, eval_x = embed(serving_fn, train_images), embed(serving_fn, eval_images)
-      all_classes = np.unique(np.concatenate([train_y, eval_y]))
-      metrics.update(self._probe_all_fractions(train_x, train_y, eval_x, eval_y, fractions,
-                                               all_classes))
-      metrics['knn_top1'] = probe.knn_top1(train_x, train_y, eval_x, eval_y, k=knn_k)
-      metrics['embedding_dim'] = int(train_x.shape[1])
-      if with_context:
-        metrics['context'] = self._context_baselines(model, train_images, train_y, eval_images,
-                                                     eval_y)
-        for name, values in metrics['context'].items():
-          metrics[f'{name}_linear_top1'] = values['linear_top1']
-      baseline_top1, baseline_uri = self._measure_baseline(
-          baseline_models, model, train_images, train_y, eval_images, eval_y, metrics)
-      blessed, reason = probe.bless_decision(metrics['linear_top1'], threshold, baseline_top1,
-                                             max_drop, baseline_uri)
-      self._write_plots(evaluation.uri, metrics, eval_x, eval_y, class_names)
+    blessed, reason = self._evaluate(model, baseline_models, params, evaluation.uri,
+                                     (train_images, train_y, eval_images, eval_y), metrics)
     metrics.update(blessed=blessed, blessing_reason=reason, model_uri=model.uri,
                    seconds=round(time.time() - started, 3))
-
     io_utils.write_json(os.path.join(evaluation.uri, METRICS_FILE), metrics)
+    self._record(evaluation, blessing, metrics, model, baseline_models)
+    logging.info('LinearEvaluator: linear_top1 %s knn_top1 %s on %d eval images -> %s (%s)',
+                 metrics['linear_top1'], metrics['knn_top1'], metrics['num_eval'],
+                 'BLESSED' if blessed else 'NOT BLESSED', reason)
+
+  def _evaluate(self, model, baseline_models, params, out_dir, data, metrics):
+    """Fills metrics with the probe, kNN, context and baseline numbers; (blessed, reason)."""
+    train_images, train_y, eval_images, eval_y = data
+    if len(train_y) == 0 or len(eval_y) == 0 or metrics['num_classes'] < 2:
+      return False, (f'cannot measure: {len(train_y)} labelled train and {len(eval_y)} labelled '
+                     f'eval images in {metrics["num_classes"]} class(es); put labelled images in '
+                     'class sub-folders (at least 2 classes)')
+    serving_fn = load_serving_fn(model.uri)
+    train_x, eval_x = embed(serving_fn, train_images), embed(serving_fn, eval_images)
+    all_classes = np.unique(np.concatenate([train_y, eval_y]))
+    metrics.update(self._probe_all_fractions(train_x, train_y, eval_x, eval_y,
+                                             params.fractions(), all_classes))
+    metrics['knn_top1'] = probe.knn_top1(train_x, train_y, eval_x, eval_y, k=params.knn_k)
+    metrics['embedding_dim'] = int(train_x.shape[1])
+    if params.probe_context_baselines:
+      metrics['context'] = self._context_baselines(model, train_images, train_y, eval_images,
+                                                   eval_y)
+      for name, values in metrics['context'].items():
+        metrics[f'{name}_linear_top1'] = values['linear_top1']
+    baseline_top1, baseline_uri = self._measure_baseline(
+        baseline_models, model, train_images, train_y, eval_images, eval_y, metrics)
+    decision = probe.bless_decision(metrics['linear_top1'], params.bless_min_linear_top1,
+                                    baseline_top1, params.bless_max_drop_vs_baseline,
+                                    baseline_uri)
+    self._write_plots(out_dir, metrics, eval_x, eval_y, metrics['class_names'])
+    return decision
+
+  @staticmethod
+  def _record(evaluation, blessing, metrics, model, baseline_models) -> None:
+    """The properties of both outputs (names: contract.py), and TFX Evaluator's BLESSED or
+    NOT_BLESSED file, so TFX resolvers and Pushers read the blessing too."""
+    blessed, reason = metrics['blessed'], metrics['blessing_reason']
     for key in ('linear_top1', 'linear_top5', 'knn_top1', 'baseline_linear_top1',
                 'raw_pixels_linear_top1', 'random_init_encoder_linear_top1'):
       if metrics.get(key) is not None:
@@ -101,8 +115,6 @@ class Executor(base_executor.BaseExecutor):
     evaluation.set_int_custom_property(contract.NUM_EVAL, metrics['num_eval'])
     evaluation.set_int_custom_property(contract.BLESSED, int(blessed))
     evaluation.set_string_custom_property(contract.BLESSING_REASON, reason)
-
-    # The same files and properties as TFX's Evaluator, so TFX resolvers and Pushers read it.
     with tf.io.gfile.GFile(os.path.join(blessing.uri, 'BLESSED' if blessed else 'NOT_BLESSED'),
                            'w') as f:
       f.write(reason + '\n')
@@ -113,9 +125,6 @@ class Executor(base_executor.BaseExecutor):
       blessing.set_string_custom_property(contract.BASELINE_MODEL, baseline_models[0].uri)
       blessing.set_int_custom_property(contract.BASELINE_MODEL_ID, baseline_models[0].id)
     blessing.set_string_custom_property(contract.REASON, reason)
-    logging.info('LinearEvaluator: linear_top1 %s knn_top1 %s on %d eval images -> %s (%s)',
-                 metrics['linear_top1'], metrics['knn_top1'], metrics['num_eval'],
-                 'BLESSED' if blessed else 'NOT BLESSED', reason)
 
   @staticmethod
   def _probe_all_fractions(train_x, train_y, eval_x, eval_y, fractions, all_classes):
