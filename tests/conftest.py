@@ -12,6 +12,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATASETS = os.path.join(os.path.dirname(REPO), 'shared', 'datasets')
 
 
+def run_cli(*args, env=None, timeout=900):
+  """`simclr-tfx ARGS...` in a subprocess from the repository root, as users run it."""
+  import subprocess
+  import sys
+  return subprocess.run([sys.executable, '-m', 'simclr_tools.cli', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout,
+                        env={**os.environ, **(env or {})})
+
+
+def executions_by_component(metadata_path, run_id=None):
+  """The executions of a run (default: the latest one) in an MLMD store, by component."""
+  from pipeline import run_record
+  store = run_record.open_store(str(metadata_path))
+  run = (store.get_context_by_type_and_name('pipeline_run', run_id) if run_id
+         else run_record.latest_run(store))
+  return {e['component']: e for e in run_record.run_executions(store, run)}
+
+
 def png_bytes(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format='PNG')

@@ -1,14 +1,11 @@
 """Config: --set type checking, files, presets, and clear errors before any work starts."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from pipeline.config import ConfigError, PipelineConfig, build_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import run_cli
 
 
 def test_defaults_are_valid_and_set_overrides_with_types():
@@ -99,11 +96,6 @@ def test_presets():
     build_config(preset='nope')
 
 
-def run_cli(*args, timeout=120):
-  return subprocess.run([sys.executable, '-m', 'simclr_tools.cli', *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout)
-
-
 def test_cli_refuses_bad_config_before_any_work(tmp_path):
   out = tmp_path / 'out'
   result = run_cli('run', '--output', str(out), '--set', 'batch_size=0', '--set', 'image_size=7')
@@ -126,7 +118,7 @@ def test_cli_missing_or_empty_data_dir_is_a_clear_error(tmp_path):
 
 def test_cli_help_for_each_command():
   for command in ([], ['run'], ['lineage'], ['embed']):
-    result = run_cli(*command, '--help')
+    result = run_cli(*command, '--help', timeout=120)
     assert result.returncode == 0 and 'usage: simclr-tfx' in result.stdout
 
 

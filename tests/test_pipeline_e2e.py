@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import run_record, runner
+from pipeline import runner
 from tfx.utils import path_utils
 
 from components.pusher import push
-from tests.conftest import png_bytes, smoke_config
+from tests.conftest import executions_by_component, png_bytes, smoke_config
 
 # Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
 pytestmark = pytest.mark.slow
@@ -41,14 +41,6 @@ EXPECTED_IO = {
                 'edge_model': 'simclr_tfx.EdgeModel', 'examples': 'Examples'},
                {'pushed_model': 'PushedModel'}),
 }
-
-
-def executions_by_component(metadata_path, run_id=None):
-  """The executions of a run (default: the latest one) by component."""
-  store = run_record.open_store(metadata_path)
-  run = (store.get_context_by_type_and_name('pipeline_run', run_id) if run_id
-         else run_record.latest_run(store))
-  return {e['component']: e for e in run_record.run_executions(store, run)}
 
 
 def test_every_execution_completes_with_its_artifacts(local_run):

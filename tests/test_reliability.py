@@ -11,23 +11,16 @@ import pytest
 import tensorflow as tf
 
 from pipeline import run_lock, run_record
-from tests.conftest import png_bytes, pushed
+from tests.conftest import REPO, png_bytes, pushed, run_cli
 
 # Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args, env=None, timeout=900):
-  return subprocess.run([sys.executable, '-m', 'simclr_tools.cli', *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout,
-                        env={**os.environ, **(env or {})})
 
 
 def smoke_run(data_dir, out, *extra, env=None):
-  return cli('run', '--data-dir', data_dir, '--output', str(out), '--preset', 'smoke', *extra,
-             env=env)
+  return run_cli('run', '--data-dir', data_dir, '--output', str(out), '--preset', 'smoke',
+                 *extra, env=env)
 
 
 def executions(out):

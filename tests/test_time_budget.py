@@ -8,10 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import run_record
-from tests.conftest import embed_with_cli
+from tests.conftest import REPO, embed_with_cli, executions_by_component
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET_MINUTES, EPOCH_STEPS = 0.5, 100_000
 
 
@@ -31,9 +29,7 @@ def budget_run(mnist_subset, tmp_path_factory):
 
 def test_time_budget_fits_the_steps_and_records_the_plan(budget_run):
   out, _ = budget_run
-  store = run_record.open_store(os.path.join(out, 'metadata.sqlite'))
-  executions = {e['component']: e for e in run_record.run_executions(store,
-                                                                  run_record.latest_run(store))}
+  executions = executions_by_component(os.path.join(out, 'metadata.sqlite'))
   props = executions['SimCLRTrainer']['outputs']['model'][0]['properties']
   assert props['precision'] in ('float32', 'mixed_bfloat16')
   ckpt_dir = os.path.join(out, 'pipeline_root', '_checkpoints', props['run_fingerprint'])

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
+from tests.conftest import REPO, executions_by_component
 
-from pipeline import run_record
+
 
 # Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EVERY = 200, 10
 
 
@@ -61,9 +61,7 @@ def test_sigkill_mid_training_then_rerun_resumes(mnist_subset, tmp_path):
   log = second.stdout + second.stderr
   resumed = int(re.search(r'resuming from step (\d+)', log).group(1))
   assert killed_after <= resumed <= STEPS and resumed % EVERY == 0
-  store = run_record.open_store(os.path.join(out, 'metadata.sqlite'))
-  executions = {e['component']: e for e in run_record.run_executions(store,
-                                                                  run_record.latest_run(store))}
+  executions = executions_by_component(os.path.join(out, 'metadata.sqlite'))
   assert executions['ImageIngest']['state'] == 'CACHED'  # finished before the kill
   trainer = executions['SimCLRTrainer']
   assert trainer['state'] == 'COMPLETE'
