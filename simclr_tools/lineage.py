@@ -172,14 +172,23 @@ def models_from_fingerprint(metadata_path: str, fingerprint: str) -> List[Dict[s
   return [unique[k] for k in sorted(unique)]
 
 
+def _input_key(event) -> str:
+  """The input key (e.g. 'model', 'baseline_model') an INPUT event's path names."""
+  steps = event.path.steps
+  return steps[0].key if steps and steps[0].HasField('key') else ''
+
+
 def _model_summary(store, graph: _Graph, model, trainer_node) -> Dict[str, Any]:
   """A Model with what became of it downstream: evaluation, blessing, pushes."""
   summary = {'model_id': model.id, 'model_uri': model.uri, 'run': trainer_node['run'],
              'trainer_execution_id': trainer_node['execution_id'],
              'trainer_state': trainer_node['state'], 'linear_top1': None, 'blessed': None,
              'pushed_versions': []}
+  # Only the executions that take it as *the* model: a later run's evaluator reads it as its
+  # baseline_model and a later trainer as its base_model, and their verdicts are not this
+  # model's.
   consumers = {e.execution_id for e in store.get_events_by_artifact_ids([model.id])
-               if e.type in _INPUT_EVENTS}
+               if e.type in _INPUT_EVENTS and _input_key(e) == 'model'}
   for execution in store.get_executions_by_id(sorted(consumers)):
     outs = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
             if e.type in _OUTPUT_EVENTS]

@@ -85,8 +85,8 @@ def test_each_task_runs_the_tfx_container_entrypoint_in_the_given_image(compiled
     assert args[args.index('--executor_class_path') + 1] == class_path
     assert '{{$}}' in args
   trainer = job['pipelineSpec']['root']['dag']['tasks']['SimCLRTrainer']['inputs']['parameters']
-  assert trainer['distribution_strategy']['runtimeValue']['constantValue'] == {
-      'stringValue': 'auto'}
+  params = json.loads(trainer['params']['runtimeValue']['constantValue']['stringValue'])
+  assert params['distribution_strategy'] == 'auto' and params['batch_size'] == 32
   assert trainer['checkpoint_root']['runtimeValue']['constantValue']['stringValue'].startswith(
       str(written['package']).rsplit('/spec/', 1)[0] + '/root')
 
