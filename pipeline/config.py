@@ -73,9 +73,6 @@ class PipelineConfig(RunSettings, PusherParams, EdgeExportParams, EvaluatorParam
       raise ConfigError('invalid configuration:\n  - ' + '\n  - '.join(found))
     return self
 
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
 
 # Named presets: partial overrides applied on top of the defaults (before --config / --set).
 PRESETS: Dict[str, Dict[str, Any]] = {

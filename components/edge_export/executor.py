@@ -8,7 +8,6 @@ kept out of the push, with the reason recorded.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
@@ -30,11 +29,11 @@ _PROBE_TRAIN_IMAGES = 5000  # SavedModel embeddings the parity probe is trained 
 
 
 def _labelled_pixels(split_uri: str, image_size: int, limit: int):
-  batches, labels = io_utils.read_labelled(split_uri, limit)
-  encoded = list(itertools.islice((x.numpy() for batch in batches for x in batch), limit))
+  batches, labels = io_utils.read_labelled(split_uri, limit)  # at most `limit` images
+  encoded = [x.numpy() for batch in batches for x in batch]
   if not encoded:
-    return np.zeros([0, image_size, image_size, 3], np.float32), labels[:0]
-  return tflite.decode_pixels(encoded, image_size), labels[:len(encoded)]
+    return np.zeros([0, image_size, image_size, 3], np.float32), labels
+  return tflite.decode_pixels(encoded, image_size), labels
 
 
 class Executor(base_executor.BaseExecutor):

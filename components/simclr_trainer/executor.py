@@ -23,7 +23,7 @@ from components import io_utils
 from components.dual_view_transform import augment, dataset as dv_dataset
 from components.linear_evaluator import probe
 from components.params import EXEC_PROPERTY
-from components.simclr_trainer import contract, export, hardware, optim, training
+from components.simclr_trainer import contract, export, hardware, training
 from components.simclr_trainer.params import TrainerParams
 from components.simclr_trainer.time_budget import TimeBudget
 
@@ -63,8 +63,9 @@ class Executor(base_executor.BaseExecutor):
     budget = TimeBudget(params.train_minutes, max_steps, params.warmup_fraction, start_step,
                         checkpoints.train_seconds(), checkpoints.saved_plan())
     state.set_schedule(budget.warmup_steps, budget.total_steps)
-    _log_start(inputs, params, budget.total_steps, strategy, precision, checkpoints.directory)
-    outcome = _train(state, data, budget, checkpoints, _Progress(model_run.uri, params, inputs),
+    _log_start(inputs, params, budget.total_steps, strategy, precision, state.schedule.peak,
+               checkpoints.directory)
+    outcome = _train(state, data, budget, checkpoints, _Progress(model_run.uri, params),
                      monitor)
     model_artifact = artifact_utils.get_single_instance(output_dict['model'])
     embedder = _export(state, params, inputs, precision,
@@ -206,9 +207,9 @@ class _Checkpoints:
 class _Progress:
   """A log line and TensorBoard scalars every few steps, with images/s and the ETA."""
 
-  def __init__(self, logdir: str, params: TrainerParams, inputs: _Inputs):
+  def __init__(self, logdir: str, params: TrainerParams):
     self._writer = tf.summary.create_file_writer(logdir)
-    self._batch, self._steps_per_epoch = params.batch_size, inputs.steps_per_epoch
+    self._batch = params.batch_size
     self._started = self._window_start = time.time()
     self._window_steps = 0
 
@@ -276,11 +277,10 @@ class _KnnMonitor:
     return 'knn_top1', top1
 
 
-def _log_start(inputs, params, total_steps, strategy, precision, checkpoint_dir) -> None:
+def _log_start(inputs, params, total_steps, strategy, precision, peak_lr,
+               checkpoint_dir) -> None:
   local = (f' + {inputs.local_crops} local crops of {inputs.policy["local_crops"]["size"]} px'
            if inputs.local_crops else '')
-  peak_lr = optim.scaled_learning_rate(params.learning_rate, params.batch_size,
-                                       params.lr_scaling)
   logging.info('SimCLRTrainer: %d train images, batch %d, %d steps (%.1f epochs) on %d '
                'replica(s), %s, %d px crops%s (served at %d px), peak lr %.4g, %s loss at '
                'temperature %g, checkpoints in %s', inputs.num_train, params.batch_size,
