@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= out
 ARGS ?=
+# uv installs the lock in parallel (pip takes minutes); pinned, like everything else.
+UV := uv==0.13.9
 # pip on these machines prints one harmless warning per package for a missing local index.
 PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
@@ -15,9 +17,10 @@ PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
 $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	@echo "installing the locked environment into $(VENV) (first time: about 2 minutes)"
-	$(PY) -m pip install -q --no-deps -r requirements/lock.txt 2>&1 | { $(PIP_FILTER); }
-	$(PY) -m pip install -q --no-deps -e . 2>&1 | { $(PIP_FILTER); }
+	@echo "installing the locked environment into $(VENV) (first time: under a minute)"
+	$(PY) -m pip install -q $(UV) 2>&1 | { $(PIP_FILTER); }
+	$(PY) -m uv pip install -q --python $(PY) --no-deps -r requirements/lock.txt
+	$(PY) -m uv pip install -q --python $(PY) --no-deps -e .
 	@$(PY) -c "import tfx, tensorflow_transform, ml_metadata, simclr_tools.cli" 
 	@touch $(STAMP)
 
@@ -38,8 +41,8 @@ test-fast: install
 ## Regenerate requirements/lock.txt from requirements/requirements.in + overrides.txt.
 lock:
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q uv 2>&1 | { $(PIP_FILTER); }
-	$(VENV)/bin/uv pip compile requirements/requirements.in \
+	$(PY) -m pip install -q $(UV) 2>&1 | { $(PIP_FILTER); }
+	$(PY) -m uv pip compile requirements/requirements.in \
 	  --overrides requirements/overrides.txt \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	  -o requirements/lock.txt
