@@ -19,7 +19,7 @@ $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	@echo "installing the locked environment into $(VENV) (first time: under a minute)"
 	$(PY) -m pip install -q $(UV) 2>&1 | { $(PIP_FILTER); }
-	$(PY) -m uv pip install -q --python $(PY) --no-deps -r requirements/lock.txt
+	$(PY) -m uv pip install -q --python $(PY) --no-deps --compile-bytecode -r requirements/lock.txt
 	$(PY) -m uv pip install -q --python $(PY) --no-deps -e .
 	@$(PY) -c "import tfx, tensorflow_transform, ml_metadata, simclr_tools.cli" 
 	@touch $(STAMP)
@@ -30,9 +30,12 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/simclr-tfx run --output $(OUT) $(ARGS)
 
-## The test suite (unit tests + end-to-end pipeline tests).
+## The test suite (unit tests + end-to-end pipeline tests), on TEST_WORKERS pytest-xdist
+## workers; tests/conftest.py keeps the tests that share a pipeline run on one worker.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest tests -ra --timeout=1200 $(ARGS)
+	$(PY) -m pytest tests -ra -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder \
+	  --timeout=1200 $(ARGS)
 
 ## The unit tests only (no pipeline runs, benchmarks or training processes): the edit loop.
 test-fast: install

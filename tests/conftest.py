@@ -72,10 +72,40 @@ def pushed(local_run):
 PIPELINE_FIXTURES = frozenset({'local_run', 'three_runs', 'variant_run', 'budget_run'})
 
 
+def _work_unit(item) -> str:
+  """The unit that one pytest-xdist worker runs whole (`make test` runs `--dist loadgroup`):
+  the tests sharing a pipeline-run fixture, or a module's tests sharing a module fixture, so
+  that no run is made twice; any other test is a unit of its own."""
+  shared = sorted(PIPELINE_FIXTURES & set(item.fixturenames))
+  if shared:
+    return shared[0]
+  info = getattr(item, '_fixtureinfo', None)
+  scopes = {defs[-1].scope for defs in (info.name2fixturedefs.values() if info else ()) if defs}
+  return item.module.__name__ if 'module' in scopes else item.nodeid
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names each test's group from these marks
 def pytest_collection_modifyitems(items):
+  """Marks the pipeline tests slow and groups the tests into xdist work units, the units that
+  hold slow tests first: workers take units in this order as they free up, so the long ones
+  start early and the short ones fill the gaps at the end."""
   for item in items:
     if PIPELINE_FIXTURES & set(getattr(item, 'fixturenames', ())):
       item.add_marker(pytest.mark.slow)
+    item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
+  slow_units = {_work_unit(item) for item in items if item.get_closest_marker('slow')}
+  items.sort(key=lambda item: _work_unit(item) not in slow_units)  # stable: keeps the order
+
+
+def pytest_collection_finish(session):
+  """On an xdist worker with --dist loadgroup, every test's id must carry its unit (xdist
+  appends '@unit'): where a pytest release stops honouring that, each shared run would be
+  made once per worker, silently, so this stops the session instead."""
+  if session.config.getoption('loadgroup', False):
+    ungrouped = [item.nodeid for item in session.items if '@' not in item.nodeid]
+    if ungrouped:
+      raise pytest.UsageError(f'xdist did not group {ungrouped[0]} (pytest-xdist and pytest '
+                              'versions out of step? see requirements/requirements.in)')
 
 
 @pytest.fixture(scope='session')
@@ -122,3 +152,4 @@ def three_runs(mnist_subset, tmp_path_factory):
       negatives_queue_size=64, bless_max_drop_vs_baseline=-1.0, embedding_stages=2,
       embedding_pool='avg_max'), engine='local')
   return str(out), first, second, third
+

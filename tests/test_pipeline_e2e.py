@@ -15,7 +15,7 @@ from pipeline import runner
 from tfx.utils import path_utils
 
 from components.pusher import push
-from tests.conftest import executions_by_component, png_bytes, smoke_config
+from tests.conftest import REPO, executions_by_component, png_bytes, smoke_config
 
 # Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
 pytestmark = pytest.mark.slow
@@ -221,24 +221,33 @@ def test_beam_engine_labelled_fraction_and_an_unblessed_model_is_not_pushed(mnis
   assert not glob.glob(os.path.join(serving, '*', '[0-9]*'))
 
 
-def test_tfx_cli_local_flow(mnist_subset, tmp_path):
-  """`tfx pipeline create` + `tfx run create` on pipeline/local_runner.py, as TFX users do."""
+def test_tfx_cli_local_flow_compiles_the_same_dag(local_run, mnist_subset, tmp_path):
+  """`tfx pipeline create` + `tfx run create` on pipeline/local_runner.py, as TFX users do, into
+  the shared smoke run's output folder with the same settings: the DAG the tfx CLI builds is
+  the same one, so every data and training step is a cache hit of the earlier runs."""
   import subprocess
   import sys
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config, first, metadata_path = local_run
   tfx_cli = os.path.join(os.path.dirname(sys.executable), 'tfx')
   env = dict(os.environ, LOCAL_HOME=str(tmp_path / 'tfx_home'), SIMCLR_TFX_PRESET='smoke',
-             SIMCLR_TFX_DATA_DIR=mnist_subset, SIMCLR_TFX_OUTPUT=str(tmp_path / 'out'))
+             SIMCLR_TFX_DATA_DIR=mnist_subset, SIMCLR_TFX_OUTPUT=config.output_dir)
   for command in (['pipeline', 'create', '--engine', 'local', '--pipeline_path',
                    'pipeline/local_runner.py'],
                   ['run', 'create', '--engine', 'local', '--pipeline_name', 'simclr-tfx']):
-    result = subprocess.run([tfx_cli, *command], cwd=repo, env=env, capture_output=True,
+    result = subprocess.run([tfx_cli, *command], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  executions = executions_by_component(str(tmp_path / 'out' / 'metadata.sqlite'))
-  assert {c: e['state'] for c, e in executions.items()} == {c: 'COMPLETE' for c in NODES}
-  assert glob.glob(str(tmp_path / 'out' / 'serving' / 'simclr_encoder' / '[0-9]*' /
-                       'saved_model.pb'))
+  executions = executions_by_component(metadata_path)
+  states = {c: e['state'] for c, e in executions.items()}
+  assert sorted(states) == sorted(NODES)
+  assert all(states[c] == 'CACHED' for c in ('ImageIngest', 'DualViewTransform',
+                                             'SimCLRTrainer', 'EdgeExport')), states
+  # The evaluator reruns only where its baseline changed since the last run (not when the
+  # second identical run above came first), and then so does the Pusher.
+  assert states['LinearEvaluator'] in ('CACHED', 'COMPLETE') and states['Pusher'] in (
+      'CACHED', 'COMPLETE'), states
+  pushed = executions['Pusher']['outputs']['pushed_model'][0]['properties']
+  assert pushed['pushed_version'] == first['pushed_version']  # already served: nothing new
 
 
 def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(three_runs,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO, embed_with_cli, executions_by_component
 
-BUDGET_MINUTES, EPOCH_STEPS = 0.5, 100_000
+BUDGET_MINUTES, EPOCH_STEPS = 0.25, 100_000
 
 
 @pytest.fixture(scope='module')

@@ -31,7 +31,7 @@ def _read_checkpoints(path):
 def command(data_dir, out):
   return [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', data_dir, '--output', out,
           '--preset', 'smoke', '--set', f'train_steps={STEPS}',
-          '--set', f'checkpoint_every_steps={EVERY}']
+          '--set', f'checkpoint_every_steps={EVERY}', '--set', 'edge_export=false']
 
 
 def test_sigkill_mid_training_then_rerun_resumes(mnist_subset, tmp_path):
