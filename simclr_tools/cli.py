@@ -33,6 +33,9 @@ def _config_from(args):
 
 def cmd_run(args) -> int:
   config = _config_from(args)  # fails fast on a bad config, before any import of TFX
+  if config.data_dir:  # and on a missing or empty folder
+    from components.image_ingest import images  # pylint: disable=g-import-not-at-top
+    images.check_data_dir(config.data_dir, config.manifest)
   from pipeline import runner  # pylint: disable=g-import-not-at-top
   summary = runner.run_pipeline(config, engine=args.engine)
   print(runner.format_summary(summary))

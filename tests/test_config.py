@@ -5,7 +5,7 @@ import os
 import pytest
 
 from pipeline.config import ConfigError, PipelineConfig, build_config
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 
 def test_defaults_are_valid_and_set_overrides_with_types():
@@ -104,16 +104,22 @@ def test_cli_refuses_bad_config_before_any_work(tmp_path):
   assert not out.exists()  # nothing was started
 
 
-@pytest.mark.slow
-def test_cli_missing_or_empty_data_dir_is_a_clear_error(tmp_path):
-  result = run_cli('run', '--output', str(tmp_path / 'out'), '--data-dir', str(tmp_path / 'nope'))
-  assert result.returncode == 1
-  assert 'data directory does not exist' in result.stderr and 'Traceback' not in result.stderr
-  (tmp_path / 'empty').mkdir()
-  result = run_cli('run', '--output', str(tmp_path / 'out'), '--data-dir', str(tmp_path / 'empty'))
-  assert result.returncode == 1
-  assert 'holds no files to ingest' in result.stderr and 'Traceback' not in result.stderr
+def test_cli_missing_or_empty_data_dir_is_a_clear_error_before_tfx_is_imported(tmp_path):
+  import subprocess
+  import sys
+  (tmp_path / 'empty' / 'class_a').mkdir(parents=True)  # folders, but not one file
+  script = ('import sys; from simclr_tools import cli; code = cli.main(sys.argv[1:]); '
+            'print(code, "tensorflow" in sys.modules, "tfx" in sys.modules)')
+  for folder, message in (('nope', 'data directory does not exist'),
+                          ('empty', 'holds no files to ingest')):
+    result = subprocess.run(
+        [sys.executable, '-c', script, 'run', '--output', str(tmp_path / 'out'), '--data-dir',
+         str(tmp_path / folder)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ['1', 'False', 'False'], result.stdout + result.stderr
+    assert message in result.stderr and 'Traceback' not in result.stderr
   assert not (tmp_path / 'out' / 'pipeline_root').exists()  # no component started
+  from components.image_ingest import images  # a manifest may list files outside the folder
+  images.check_data_dir(str(tmp_path / 'empty'), manifest=str(tmp_path / 'list.csv'))
 
 
 def test_cli_help_for_each_command():

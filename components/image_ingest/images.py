@@ -171,7 +171,7 @@ def list_sources(data_dir: str, include: Sequence[str] = (), exclude: Sequence[s
   if not data_dir:
     raise IngestError('no data directory given (set data_dir / --data-dir)')
   if not os.path.isdir(data_dir):
-    raise IngestError(f'data directory does not exist or is not a folder: {data_dir}')
+    raise _missing(data_dir)
   candidates: List[SourceFile] = []
   unreadable: List[Tuple[str, str]] = []
   not_in_manifest = 0
@@ -195,10 +195,28 @@ def list_sources(data_dir: str, include: Sequence[str] = (), exclude: Sequence[s
     else:
       files.append(f)
   if not files:
-    detail = f' ({len(excluded)} excluded by the include/exclude globs)' if excluded else ''
-    raise IngestError(f'data directory {data_dir} holds no files to ingest{detail}; expected '
-                      'images, optionally in one sub-folder per class')
+    raise _no_files(data_dir, f' ({len(excluded)} excluded by the include/exclude globs)'
+                    if excluded else '')
   return Listing(files, excluded, not_in_manifest, unreadable)
+
+
+def _missing(data_dir: str) -> IngestError:
+  return IngestError(f'data directory does not exist or is not a folder: {data_dir}')
+
+
+def _no_files(data_dir: str, detail: str = '') -> IngestError:
+  return IngestError(f'data directory {data_dir} holds no files to ingest{detail}; expected '
+                     'images, optionally in one sub-folder per class')
+
+
+def check_data_dir(data_dir: str, manifest: str = '') -> None:
+  """The checks of list_sources that need no full listing, for an entry point that should fail
+  before it imports TFX: the folder exists and, without a manifest, holds a file somewhere (the
+  walk stops at the first). list_sources, in the pipeline, still decides the rest."""
+  if not os.path.isdir(data_dir):
+    raise _missing(data_dir)
+  if not manifest and not any(files for _, _, files in os.walk(data_dir)):
+    raise _no_files(data_dir)
 
 
 def list_source_files(data_dir: str) -> List[SourceFile]:
