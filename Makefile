@@ -19,8 +19,11 @@ $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	@echo "installing the locked environment into $(VENV) (first time: under a minute)"
 	$(PY) -m pip install -q $(UV) 2>&1 | { $(PIP_FILTER); }
-	$(PY) -m uv pip install -q --python $(PY) --no-deps --compile-bytecode -r requirements/lock.txt
-	$(PY) -m uv pip install -q --python $(PY) --no-deps -e .
+	$(PY) -m uv pip install -q --python $(PY) --no-deps --compile-bytecode -r requirements/lock.txt \
+	  || { echo "uv failed: installing with pip instead (minutes)"; \
+	       $(PY) -m pip install -q --no-deps -r requirements/lock.txt 2>&1 | { $(PIP_FILTER); }; }
+	$(PY) -m uv pip install -q --python $(PY) --no-deps -e . \
+	  || $(PY) -m pip install -q --no-deps -e . 2>&1 | { $(PIP_FILTER); }
 	@$(PY) -c "import tfx, tensorflow_transform, ml_metadata, simclr_tools.cli" 
 	@touch $(STAMP)
 
