@@ -76,7 +76,7 @@ def _work_unit(item) -> str:
   """The unit that one pytest-xdist worker runs whole (`make test` runs `--dist loadgroup`):
   the tests sharing a pipeline-run fixture, or a module's tests sharing a module fixture, so
   that no run is made twice; any other test is a unit of its own."""
-  shared = sorted(PIPELINE_FIXTURES & set(item.fixturenames))
+  shared = sorted(PIPELINE_FIXTURES & set(getattr(item, 'fixturenames', ())))
   if shared:
     return shared[0]
   info = getattr(item, '_fixtureinfo', None)
@@ -89,12 +89,13 @@ def pytest_collection_modifyitems(items):
   """Marks the pipeline tests slow and groups the tests into xdist work units, the units that
   hold slow tests first: workers take units in this order as they free up, so the long ones
   start early and the short ones fill the gaps at the end."""
+  unit = {item.nodeid: _work_unit(item) for item in items}
   for item in items:
-    if PIPELINE_FIXTURES & set(getattr(item, 'fixturenames', ())):
+    if unit[item.nodeid] in PIPELINE_FIXTURES:
       item.add_marker(pytest.mark.slow)
-    item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
-  slow_units = {_work_unit(item) for item in items if item.get_closest_marker('slow')}
-  items.sort(key=lambda item: _work_unit(item) not in slow_units)  # stable: keeps the order
+    item.add_marker(pytest.mark.xdist_group(unit[item.nodeid]))
+  slow_units = {unit[item.nodeid] for item in items if item.get_closest_marker('slow')}
+  items.sort(key=lambda item: unit[item.nodeid] not in slow_units)  # stable: keeps the order
 
 
 def pytest_collection_finish(session):
@@ -152,4 +153,3 @@ def three_runs(mnist_subset, tmp_path_factory):
       negatives_queue_size=64, bless_max_drop_vs_baseline=-1.0, embedding_stages=2,
       embedding_pool='avg_max'), engine='local')
   return str(out), first, second, third
-
