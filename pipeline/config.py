@@ -24,6 +24,7 @@ from components.image_ingest.params import IngestParams
 from components.linear_evaluator.params import EvaluatorParams
 from components.params import ComponentParams, check
 from components.pusher.params import PusherParams
+from components.simclr_trainer import contract as trainer_contract
 from components.simclr_trainer.params import TrainerParams
 
 COMPONENT_PARAMS = (IngestParams, TransformParams, TrainerParams, EvaluatorParams,
@@ -129,6 +130,26 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               'knn_monitor_every_epochs': 5, 'checkpoint_every_steps': 185, 'keep_checkpoints': 0,
               'bless_min_linear_top1': 0.3, 'embedding_stages': 4, 'embedding_pool': 'avg_max'},
 }
+
+
+def absolute_path(path: str) -> str:
+  """Local paths are made absolute (components run in other working folders); URIs such as
+  gs://bucket/root are left alone."""
+  return path if '://' in path else os.path.abspath(path)
+
+
+def paths(config: PipelineConfig) -> dict:
+  """Where a run of `config` writes: a function of the config alone, so that an entry point
+  checks and locks OUT before it imports TFX."""
+  out = absolute_path(config.output_dir)
+  return {
+      'output': out,
+      'metadata': os.path.join(out, 'metadata.sqlite'),
+      'pipeline_root': os.path.join(out, 'pipeline_root'),
+      'checkpoints': os.path.join(out, 'pipeline_root', trainer_contract.CHECKPOINTS_DIR),
+      'serving': (os.path.abspath(config.serving_dir) if config.serving_dir
+                  else os.path.join(out, 'serving')),
+  }
 
 
 def _coerce(name: str, field_type: Any, value: Any) -> Any:

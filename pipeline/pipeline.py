@@ -9,7 +9,6 @@ Output layout under config.output_dir (OUT):
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 
 from tfx.dsl.components.common import resolver
@@ -29,28 +28,13 @@ from components.linear_evaluator.component import LinearEvaluator
 from components.linear_evaluator.params import EvaluatorParams
 from components.pusher.component import Pusher
 from components.pusher.params import PusherParams
-from components.simclr_trainer import contract as trainer_contract
 from components.simclr_trainer.component import SimCLRTrainer
 from components.simclr_trainer.params import TrainerParams
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, absolute_path, paths
 
 
-def _absolute(path: str) -> str:
-  """Local paths are made absolute (components run in other working folders); URIs such as
-  gs://bucket/root are left alone."""
-  return path if '://' in path else os.path.abspath(path)
 
 
-def paths(config: PipelineConfig) -> dict:
-  out = _absolute(config.output_dir)
-  return {
-      'output': out,
-      'metadata': os.path.join(out, 'metadata.sqlite'),
-      'pipeline_root': os.path.join(out, 'pipeline_root'),
-      'checkpoints': os.path.join(out, 'pipeline_root', trainer_contract.CHECKPOINTS_DIR),
-      'serving': (os.path.abspath(config.serving_dir) if config.serving_dir
-                  else os.path.join(out, 'serving')),
-  }
 
 
 def create_components(config: PipelineConfig, where: dict | None = None,
@@ -59,9 +43,9 @@ def create_components(config: PipelineConfig, where: dict | None = None,
   serving folder); listing_fingerprint=False leaves the ingest's cache key free of the data
   folder's listing, for a compile machine that cannot see the data (Kubeflow)."""
   where = where or paths(config)
-  data_dir = _absolute(config.data_dir)
+  data_dir = absolute_path(config.data_dir)
   ingest_params = dataclasses.replace(
-      IngestParams.of(config), manifest=_absolute(config.manifest) if config.manifest else '')
+      IngestParams.of(config), manifest=absolute_path(config.manifest) if config.manifest else '')
   fingerprint = (images.source_fingerprint(data_dir, ingest_params.manifest)
                  if listing_fingerprint else '')
   ingest = ImageIngest(data_dir=data_dir, source_fingerprint=fingerprint, params=ingest_params)

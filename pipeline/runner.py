@@ -7,8 +7,7 @@ import time
 from typing import Any, Dict
 
 from pipeline import demo_data, run_lock, run_record
-from pipeline.config import PipelineConfig, build_config
-from pipeline.pipeline import create_pipeline, paths
+from pipeline.config import PipelineConfig, build_config, paths
 
 ENGINES = ('local', 'beam')
 
@@ -49,7 +48,8 @@ def run_pipeline(config: PipelineConfig, engine: str = 'local') -> Dict[str, Any
     raise ValueError(f'engine must be one of {ENGINES}, got {engine!r}')
   config = config.validate()
   where = paths(config)
-  with locked_output(config):
+  with locked_output(config):  # a locked or unwritable OUT fails before TFX is imported
+    from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
     config = resolve_data_dir(config)
     tfx_pipeline = create_pipeline(config)
     started = time.time()

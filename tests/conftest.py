@@ -21,6 +21,22 @@ def run_cli(*args, env=None, timeout=900):
                         env={**os.environ, **(env or {})})
 
 
+def run_cli_reporting_imports(*args, timeout=300):
+  """`simclr-tfx ARGS...` in a fresh interpreter that, once the command returns, prints its
+  exit code and whether TensorFlow and TFX were imported: (CompletedProcess, that report as
+  {'code': int, 'tensorflow': bool, 'tfx': bool}). For the failures promised before TFX loads."""
+  import json
+  import subprocess
+  import sys
+  script = ('import json, sys; from simclr_tools import cli; code = cli.main(sys.argv[1:]); '
+            'print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules, '
+            '"tfx": "tfx" in sys.modules}))')
+  result = subprocess.run([sys.executable, '-c', script, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+  assert result.stdout.strip(), result.stderr[-2000:]
+  return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def executions_by_component(metadata_path, run_id=None):
   """The executions of a run (default: the latest one) in an MLMD store, by component."""
   from pipeline import run_record

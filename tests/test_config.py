@@ -5,7 +5,7 @@ import os
 import pytest
 
 from pipeline.config import ConfigError, PipelineConfig, build_config
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli, run_cli_reporting_imports
 
 
 def test_defaults_are_valid_and_set_overrides_with_types():
@@ -105,17 +105,12 @@ def test_cli_refuses_bad_config_before_any_work(tmp_path):
 
 
 def test_cli_missing_or_empty_data_dir_is_a_clear_error_before_tfx_is_imported(tmp_path):
-  import subprocess
-  import sys
   (tmp_path / 'empty' / 'class_a').mkdir(parents=True)  # folders, but not one file
-  script = ('import sys; from simclr_tools import cli; code = cli.main(sys.argv[1:]); '
-            'print(code, "tensorflow" in sys.modules, "tfx" in sys.modules)')
   for folder, message in (('nope', 'data directory does not exist'),
                           ('empty', 'holds no files to ingest')):
-    result = subprocess.run(
-        [sys.executable, '-c', script, 'run', '--output', str(tmp_path / 'out'), '--data-dir',
-         str(tmp_path / folder)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.stdout.split() == ['1', 'False', 'False'], result.stdout + result.stderr
+    result, report = run_cli_reporting_imports(
+        'run', '--output', str(tmp_path / 'out'), '--data-dir', str(tmp_path / folder))
+    assert report == {'code': 1, 'tensorflow': False, 'tfx': False}, result.stderr[-2000:]
     assert message in result.stderr and 'Traceback' not in result.stderr
   assert not (tmp_path / 'out' / 'pipeline_root').exists()  # no component started
   from components.image_ingest import images  # a manifest may list files outside the folder
@@ -221,7 +216,7 @@ def test_cli_refuses_an_unsafe_model_name_before_touching_anything(tmp_path):
 def test_a_uri_serving_dir_is_refused_and_a_path_is_used():
   with pytest.raises(ConfigError, match='serving_dir must be a folder on a POSIX file system'):
     build_config(set_args=['serving_dir=gs://bucket/serving'])
-  from pipeline.pipeline import paths
+  from pipeline.config import paths
   config = build_config(set_args=['serving_dir=/srv/models', 'output_dir=/tmp/o'])
   assert paths(config)['serving'] == '/srv/models'
   assert paths(build_config(output_dir='/tmp/o'))['serving'] == '/tmp/o/serving'

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import run_lock, run_record
-from tests.conftest import REPO, png_bytes, pushed, run_cli
+from tests.conftest import REPO, png_bytes, pushed, run_cli, run_cli_reporting_imports
 
 # Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
 pytestmark = pytest.mark.slow
@@ -76,22 +76,25 @@ def test_sigkill_during_ingest_then_between_staging_and_rename_of_a_push_then_re
   assert len(live_artifacts(out, 'Examples', '/ImageIngest/')) == 1
 
 
-def test_a_second_run_on_the_same_output_is_refused(mnist_subset, tmp_path):
+def test_a_second_run_on_the_same_output_is_refused_before_tfx_is_imported(mnist_subset,
+                                                                          tmp_path):
   out = tmp_path / 'out'
   with run_lock.run_lock(str(out), str(out / 'metadata.sqlite')):
-    result = smoke_run(mnist_subset, out)
-  assert result.returncode == 1
+    result, report = run_cli_reporting_imports('run', '--data-dir', mnist_subset, '--output',
+                                               str(out), '--preset', 'smoke')
+  assert report == {'code': 1, 'tensorflow': False, 'tfx': False}, result.stderr[-2000:]
   assert 'another simclr-tfx run is using' in result.stderr
   assert f'"pid": {os.getpid()}' in result.stderr
   assert 'Traceback' not in result.stderr
   assert not (out / 'metadata.sqlite').exists()  # the refused run touched nothing
 
 
-def test_unwritable_output_fails_before_any_work(mnist_subset, tmp_path):
+def test_unwritable_output_fails_before_tfx_is_imported(mnist_subset, tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')
-  result = smoke_run(mnist_subset, blocker / 'out')
-  assert result.returncode == 1
+  result, report = run_cli_reporting_imports('run', '--data-dir', mnist_subset, '--output',
+                                             str(blocker / 'out'), '--preset', 'smoke')
+  assert report == {'code': 1, 'tensorflow': False, 'tfx': False}, result.stderr[-2000:]
   assert 'is not writable' in result.stderr and 'Traceback' not in result.stderr
 
 
