@@ -93,7 +93,7 @@ class KfpApiDouble:
     self._server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
     self._server.daemon_threads = True
     self.url = f'http://127.0.0.1:{self._server.server_address[1]}'
-    threading.Thread(target=self._server.serve_forever, daemon=True).start()
+    threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
     return self
 
   def stop(self) -> None:

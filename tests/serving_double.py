@@ -117,7 +117,7 @@ class TFServingDouble:
     self.grpc_server.start()
     self.http_server = ThreadingHTTPServer(('127.0.0.1', 0), self._handler())
     self.rest_address = f'127.0.0.1:{self.http_server.server_address[1]}'
-    threading.Thread(target=self.http_server.serve_forever, daemon=True).start()
+    threading.Thread(target=self.http_server.serve_forever, args=(0.05,), daemon=True).start()
     return self
 
   def __exit__(self, *exc):
