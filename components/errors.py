@@ -47,6 +47,10 @@ class KfpSubmitError(SimclrTfxError, RuntimeError):
   """The cluster could not be reached or refused a request; the message is one line."""
 
 
+class TrainingJobFailed(SimclrTfxError, RuntimeError):
+  """A worker of a multi-worker training job failed; the others were stopped."""
+
+
 class TaskFailed(SimclrTfxError, RuntimeError):
   """A task of a compiled Kubeflow package failed when run on this machine."""
 

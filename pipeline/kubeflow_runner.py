@@ -75,15 +75,19 @@ def _cluster_path(path: str, name: str) -> str:
                     f'volume) or a URI, got {path!r}')
 
 
-def cluster_config(config: PipelineConfig) -> PipelineConfig:
-  """The config as the cluster runs it: no resolver-based baseline or warm start (see above)."""
+def cluster_config(config: PipelineConfig, settings: ClusterSettings) -> PipelineConfig:
+  """The config as the cluster runs it: no resolver-based baseline or warm start (see above);
+  a multi-worker trainer's TFJob pods run the pipeline image with its volume, unless the config
+  names others."""
   if not config.data_dir:
     raise ConfigError('compile needs --data-dir: the image folder as the task pods see it')
   _cluster_path(config.data_dir, 'data_dir')
   if config.bless_compare_with_baseline or config.warm_start:
     logging.info('Kubeflow: blessing by the absolute threshold only; the latest-blessed-model '
                  'baseline and warm start need a resolver that open-source KFP does not run')
-  return dataclasses.replace(config, bless_compare_with_baseline=False, warm_start=False)
+  return dataclasses.replace(config, bless_compare_with_baseline=False, warm_start=False,
+                             trainer_image=config.trainer_image or settings.image,
+                             trainer_pvc=config.trainer_pvc or settings.pvc)
 
 
 def cluster_paths(settings: ClusterSettings, config_serving_dir: str = '') -> Dict[str, str]:
@@ -110,8 +114,8 @@ def create_kubeflow_pipeline(config: PipelineConfig, settings: ClusterSettings):
   import shlex
   from tfx.orchestration import pipeline as tfx_pipeline
   from pipeline.pipeline import create_components
-  config = cluster_config(config.validate())
-  where = cluster_paths(settings.validate(), config.serving_dir)
+  config = cluster_config(config.validate(), settings.validate())
+  where = cluster_paths(settings, config.serving_dir)
   return tfx_pipeline.Pipeline(
       pipeline_name=config.pipeline_name, pipeline_root=where['pipeline_root'],
       components=create_components(config, where, listing_fingerprint=False),

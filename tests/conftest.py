@@ -46,17 +46,19 @@ def executions_by_component(metadata_path, run_id=None):
   return {e['component']: e for e in run_record.run_executions(store, run)}
 
 
-def free_ports(count: int) -> list:
-  """`count` TCP ports on localhost that were free a moment ago (for worker processes)."""
-  import socket
-  sockets = [socket.socket() for _ in range(count)]
-  try:
-    for s in sockets:
-      s.bind(('127.0.0.1', 0))
-    return [s.getsockname()[1] for s in sockets]
-  finally:
-    for s in sockets:
-      s.close()
+def checkpoint_steps(out) -> list:
+  """The steps of the trainer checkpoints saved so far under OUT (from each run's timeline)."""
+  import glob
+  import json
+  steps = []
+  for path in glob.glob(os.path.join(str(out), 'pipeline_root', '_checkpoints', '*',
+                                     'timeline.json')):
+    try:
+      with open(path) as f:
+        steps += [int(step) for step in json.load(f)['checkpoints']]
+    except (OSError, ValueError):  # written by a rename, but read while it changes
+      pass
+  return steps
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -1,6 +1,7 @@
 """Multi-worker training for real: worker processes on this machine, each with its own
 TF_CONFIG, MultiWorkerMirroredStrategy over gRPC on localhost (the way pods of a training job
-talk), against one process on the same global batch."""
+talk), against one process on the same global batch. A two-worker job in the DAG, killed and
+resumed: tests/test_trainer_resume.py; as a Kubeflow TFJob: tests/test_tfjob.py."""
 import json
 import os
 import subprocess
@@ -8,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.conftest import free_ports
+from components.simclr_trainer.launch import free_ports
+from components.simclr_trainer.params import TrainerParams
 
 # Starts processes that import TensorFlow and train: not in make test-fast.
 pytestmark = pytest.mark.slow
@@ -54,3 +56,16 @@ def test_the_step_moves_every_weight_as_one_process_does(results):
   for r in results:
     assert r['update_max_abs'] > 1e-3  # the step did move the weights
     assert r['update_max_abs_diff'] <= 1e-5 * max(1.0, r['update_max_abs'])
+
+
+def test_only_the_chief_writes_where_others_read(tmp_path):
+  """worker.output_paths: the chief writes the job's folders, any other worker a scratch
+  folder of its own."""
+  from components.simclr_trainer import worker
+  job = worker.TrainJob(params=TrainerParams(), inputs=None, checkpoint_dir='/c',
+                        serving_dir='/m', logdir='/l', outcome_path='/l/o.json')
+  assert worker.output_paths(job, '') == {'checkpoints': '/c', 'events': '/l', 'model': '/m'}
+  scratch = str(tmp_path)
+  assert all(path.startswith(scratch + os.sep)
+             for path in worker.output_paths(job, scratch).values())
+

@@ -11,7 +11,9 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-_GRAY_WEIGHTS = tf.constant([0.2989, 0.5870, 0.1140], tf.float32)
+# Plain numbers, not a tensor: importing this module must not start TensorFlow's runtime (a
+# multi-worker trainer sets up its collectives first).
+_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
 
 def _uniform(batch: tf.Tensor, low: float, high: float, seed: tf.Tensor) -> tf.Tensor:
@@ -62,7 +64,8 @@ def random_flip(images: tf.Tensor, *, seed: tf.Tensor) -> tf.Tensor:
 
 
 def to_grayscale(images: tf.Tensor) -> tf.Tensor:
-  gray = tf.tensordot(images, _GRAY_WEIGHTS, axes=[[3], [0]])[..., tf.newaxis]
+  gray = tf.tensordot(images, tf.constant(_GRAY_WEIGHTS, images.dtype), axes=[[3], [0]])[
+      ..., tf.newaxis]
   return tf.tile(gray, [1, 1, 1, 3])
 
 

@@ -23,5 +23,13 @@ CONTRASTIVE_LOSS = 'contrastive_loss'
 LOCAL_CROPS = 'local_crops'
 FINAL_LOSS = 'final_loss'
 KNN_MONITOR_TOP1 = 'knn_monitor_top1'
-# Of the ModelRun: the TensorBoard event folder.
+# Of the ModelRun: the TensorBoard event folder, and where training ran: the number of worker
+# processes and, as JSON, the job (launcher, and its processes or its cluster job's name).
 TENSORBOARD_LOGDIR = 'tensorboard_logdir'
+TRAINER_WORKERS = 'trainer_workers'
+TRAINER_JOB = 'trainer_job'
+# Files in the ModelRun folder of a run: the job every worker read, the chief's outcome and, for
+# a multi-worker job on this machine, one log per worker.
+JOB_FILE = 'train_job.json'
+OUTCOME_FILE = 'outcome.json'
+WORKER_LOG = 'worker-{index}.log'

@@ -14,6 +14,7 @@ from components.simclr_trainer.hardware import PRECISIONS
 BACKBONES = ('resnet_small', 'resnet18', 'resnet34', 'resnet50')
 OPTIMIZERS = ('lars', 'sgd', 'adamw')
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker_mirrored')
+LAUNCHERS = ('auto', 'local', 'tfjob')
 EMBEDDING_POOLS = ('avg', 'avg_max')
 CONTRASTIVE_LOSSES = ('nt_xent', 'dcl')
 LR_SCALINGS = ('linear', 'sqrt')
@@ -68,6 +69,19 @@ class TrainerParams(ComponentParams):
   # auto | default | mirrored | multi_worker_mirrored (auto: TF_CONFIG -> multi-worker, several
   # local GPUs -> mirrored, else one device).
   distribution_strategy: str = 'auto'
+  # > 1: the training is a job of this many worker processes with MultiWorkerMirroredStrategy
+  # (launch.py): local processes on this machine, or a Kubeflow TFJob on a cluster. Not in the
+  # fingerprint: checkpoints load under any worker count, so a rerun with another count resumes.
+  trainer_workers: int = 1
+  # auto (a TFJob when the executor runs in a Kubernetes pod, else local) | local | tfjob
+  trainer_launcher: str = 'auto'
+  # The TFJob's pods (tfjob.py): the image (`simclr-tfx compile` sets the pipeline image), a
+  # PersistentVolumeClaim NAME:MOUNT_PATH mounted in each (compile sets its --pvc), the
+  # namespace ('' = the trainer pod's own) and GPUs per worker.
+  trainer_image: str = ''
+  trainer_pvc: str = ''
+  trainer_namespace: str = ''
+  trainer_gpus: int = 0
 
   def problems(self) -> List[str]:
     return self._model_problems() + self._schedule_problems()
@@ -116,6 +130,31 @@ class TrainerParams(ComponentParams):
     check(found, self.checkpoint_every_steps >= 1, 'checkpoint_every_steps must be >= 1')
     check(found, self.keep_checkpoints >= 0, 'keep_checkpoints must be >= 0 (0 = keep all)')
     check(found, self.knn_monitor_every_epochs >= 0, 'knn_monitor_every_epochs must be >= 0')
+    return found + self._job_problems()
+
+  def _job_problems(self) -> List[str]:
+    found: List[str] = []
+    check(found, self.trainer_workers >= 1, f'trainer_workers must be >= 1, got '
+          f'{self.trainer_workers}')
+    check(found, self.trainer_launcher in LAUNCHERS,
+          f'trainer_launcher must be one of {list(LAUNCHERS)}, got {self.trainer_launcher!r}')
+    check(found, self.trainer_gpus >= 0, f'trainer_gpus must be >= 0, got {self.trainer_gpus}')
+    check(found, not self.trainer_pvc or (':' in self.trainer_pvc and
+                                          self.trainer_pvc.split(':', 1)[1].startswith('/')),
+          f'trainer_pvc expects NAME:/mount/path, got {self.trainer_pvc!r}')
+    if self.trainer_workers > 1:
+      check(found, self.batch_size % self.trainer_workers == 0,
+            f'batch_size ({self.batch_size}) must be a multiple of trainer_workers '
+            f'({self.trainer_workers}): each worker takes an equal share of every batch')
+      check(found, self.train_minutes == 0,
+            'train_minutes needs trainer_workers=1: each worker would measure its own pace and '
+            'plan another step count; set train_steps or epochs for a multi-worker job')
+      check(found, self.negatives_queue_size == 0,
+            'negatives_queue_size needs trainer_workers=1 (with several workers the '
+            'cross-worker negatives already enlarge the batch)')
+      check(found, self.distribution_strategy in ('auto', 'multi_worker_mirrored'),
+            f'trainer_workers > 1 trains with multi_worker_mirrored; distribution_strategy '
+            f'{self.distribution_strategy!r} contradicts it')
     return found
 
   def fingerprint(self) -> Dict[str, Any]:
