@@ -135,19 +135,27 @@ def test_the_whole_dag_runs_through_the_kubeflow_container_entrypoint(compiled, 
 
 
 def test_compile_command_and_the_environment_runner_write_the_same_dag(mnist_subset, tmp_path):
+  """... with a multi-worker trainer: the compiled trainer starts a TFJob of the pipeline's
+  image with the pipeline's volume (docs/scale-out.md)."""
   from simclr_tools import cli
   from pipeline.kubeflow_runner import load_package
   assert cli.main(['compile', '--preset', 'smoke', '--data-dir', mnist_subset,
                    '--image', 'img:1', '--pipeline-root', str(tmp_path / 'root'),
+                   '--pvc', 'claim:/mnt/simclr', '--set', 'trainer_workers=2',
                    '--out-dir', str(tmp_path / 'cli')]) == 0
   env = dict(os.environ, SIMCLR_TFX_PRESET='smoke', SIMCLR_TFX_DATA_DIR=mnist_subset,
              SIMCLR_TFX_IMAGE='img:1', SIMCLR_TFX_PIPELINE_ROOT=str(tmp_path / 'root'),
+             SIMCLR_TFX_PVC='claim:/mnt/simclr', SIMCLR_TFX_SET='trainer_workers=2',
              SIMCLR_TFX_KFP_OUT=str(tmp_path / 'env'))
   subprocess.run([sys.executable, 'pipeline/kubeflow_runner.py'], cwd=REPO, env=env,
                  check=True, capture_output=True, timeout=300)
   from_cli, _ = load_package(str(tmp_path / 'cli' / 'simclr-tfx.yaml'))
   from_env, _ = load_package(str(tmp_path / 'env' / 'simclr-tfx.yaml'))
   assert from_cli == from_env
+  trainer = from_cli.root.dag.tasks['SimCLRTrainer'].inputs.parameters['params']
+  params = json.loads(trainer.runtime_value.constant_value.string_value)
+  assert (params['trainer_workers'], params['trainer_image'], params['trainer_pvc']) == (
+      2, 'img:1', 'claim:/mnt/simclr')
   assert cli.main(['compile', '--preset', 'smoke', '--data-dir', 'relative', '--image', 'x',
                    '--pipeline-root', '/r']) == 2
 
