@@ -44,6 +44,10 @@ class RunSettings(ComponentParams):
   enable_cache: bool = True
   # Extra Beam options for the data components (e.g. runner, direct_num_workers).
   beam_pipeline_args: str = '--runner=DirectRunner --direct_running_mode=in_memory'
+  # Added to beam_pipeline_args for one data component only (e.g. its own machine type or
+  # worker count on Dataflow; docs/scale-out.md).
+  ingest_beam_args: str = ''
+  transform_beam_args: str = ''
   warm_start: bool = False  # start from the latest blessed encoder of this pipeline, if any
 
   def problems(self) -> List[str]:

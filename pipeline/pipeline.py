@@ -52,6 +52,10 @@ def create_components(config: PipelineConfig, where: dict | None = None,
   transform = DualViewTransform(examples=ingest.outputs['examples'],
                                 schema=ingest.outputs['schema'],
                                 params=TransformParams.of(config))
+  for component, extra in ((ingest, config.ingest_beam_args),
+                           (transform, config.transform_beam_args)):
+    if extra:
+      component.with_beam_pipeline_args(shlex.split(extra))
   resolver_node = _latest_blessed_model(config)
   latest_blessed = resolver_node.outputs['model'] if resolver_node else None
   trainer = SimCLRTrainer(
