@@ -21,6 +21,8 @@ import threading
 import urllib.parse
 from typing import Dict, List, Optional
 
+from tests import http_double
+
 _PATH = re.compile(r'^/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs(?:/([^/?]+))?$')
 
 
@@ -43,10 +45,7 @@ class TrainingOperatorDouble:
   def __enter__(self) -> 'TrainingOperatorDouble':
     double = self
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-
-      def log_message(self, *args):  # quiet
-        pass
+    class Handler(http_double.QuietHandler):
 
       def _reply(self, code: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -91,17 +90,13 @@ class TrainingOperatorDouble:
         double.delete(f'{match.group(1)}/{match.group(2)}')
         return self._reply(200, {'kind': 'Status', 'status': 'Success'})
 
-    self._server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    self._server.daemon_threads = True
-    self.url = f'http://127.0.0.1:{self._server.server_address[1]}'
-    threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+    self._server, self.url = http_double.start(Handler)
     return self
 
   def __exit__(self, *exc) -> None:
     for key in list(self.procs):
       self.delete(key)
-    self._server.shutdown()
-    self._server.server_close()
+    http_double.stop(self._server)
 
   def kubeconfig(self) -> dict:
     """A kubeconfig that points the kubernetes client at this double."""

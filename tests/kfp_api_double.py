@@ -31,6 +31,8 @@ import threading
 import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
+from tests import http_double
+
 
 class ApiError(Exception):
 
@@ -79,7 +81,7 @@ class KfpApiDouble:
   def start(self) -> 'KfpApiDouble':
     double = self
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(http_double.QuietHandler):
 
       def do_GET(self):  # pylint: disable=invalid-name
         double._handle(self)
@@ -87,19 +89,12 @@ class KfpApiDouble:
       def do_POST(self):  # pylint: disable=invalid-name
         double._handle(self)
 
-      def log_message(self, *args):  # quiet test output
-        pass
-
-    self._server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    self._server.daemon_threads = True
-    self.url = f'http://127.0.0.1:{self._server.server_address[1]}'
-    threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+    self._server, self.url = http_double.start(Handler)
     return self
 
   def stop(self) -> None:
     if self._server:
-      self._server.shutdown()
-      self._server.server_close()
+      http_double.stop(self._server)
 
   def __enter__(self) -> 'KfpApiDouble':
     return self.start()

@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import grpc
 import numpy as np
@@ -23,6 +23,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from components.pusher import push
+from tests import http_double
 
 
 def status_message(error: Exception) -> str:
@@ -115,14 +116,12 @@ class TFServingDouble:
         _PredictionService(self.models), self.grpc_server)
     self.grpc_address = f'127.0.0.1:{self.grpc_server.add_insecure_port("127.0.0.1:0")}'
     self.grpc_server.start()
-    self.http_server = ThreadingHTTPServer(('127.0.0.1', 0), self._handler())
-    self.rest_address = f'127.0.0.1:{self.http_server.server_address[1]}'
-    threading.Thread(target=self.http_server.serve_forever, args=(0.05,), daemon=True).start()
+    self.http_server, url = http_double.start(self._handler())
+    self.rest_address = url.split('://', 1)[1]
     return self
 
   def __exit__(self, *exc):
-    self.http_server.shutdown()
-    self.http_server.server_close()
+    http_double.stop(self.http_server)
     self.grpc_server.stop(grace=None)
 
   def _handler(self):
