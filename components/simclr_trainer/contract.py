@@ -33,3 +33,6 @@ TRAINER_JOB = 'trainer_job'
 JOB_FILE = 'train_job.json'
 OUTCOME_FILE = 'outcome.json'
 WORKER_LOG = 'worker-{index}.log'
+# A worker's exit code when a collective failed because a peer went away: a consequence, not
+# the cause, so the launcher names another failed worker first.
+PEER_LOST_EXIT_CODE = 3

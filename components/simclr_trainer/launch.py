@@ -97,7 +97,7 @@ def _wait(procs, logs) -> None:
       codes = [p.poll() for p in procs]
       failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
       if failed:
-        i = failed[0]
+        i = _cause(failed, codes)
         raise TrainingJobFailed(
             f'training worker {i} exited with code {codes[i]}; the other workers were stopped. '
             f'Its log: {logs[i]} (last lines: {_tail(logs[i])}). Run again to resume from the '
@@ -105,6 +105,12 @@ def _wait(procs, logs) -> None:
       if all(code == 0 for code in codes):
         return
       time.sleep(POLL_SECONDS)
+
+
+def _cause(failed: list, codes: list) -> int:
+  """The failed worker to name: one that did not merely lose a peer, if there is one."""
+  causes = [i for i in failed if codes[i] != contract.PEER_LOST_EXIT_CODE]
+  return (causes or failed)[0]
 
 
 def _tail(path: str, lines: int = 3) -> str:

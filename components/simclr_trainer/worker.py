@@ -359,8 +359,24 @@ def main(argv) -> int:
   strategy = training.choose_strategy('multi_worker_mirrored')
   with tf.io.gfile.GFile(argv[1]) as f:
     job = TrainJob.from_json(f.read())
-  run(job, strategy)
+  try:
+    run(job, strategy)
+  except _PEER_LOST as e:
+    logging.error('lost contact with another worker (%s); stopping', _first_lines(e))
+    return contract.PEER_LOST_EXIT_CODE
   return 0
+
+
+# What a collective raises on a worker whose peer died or was stopped.
+_PEER_LOST = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+def _first_lines(error: Exception) -> str:
+  """The error's first line and the line that names the peer (TensorFlow appends the graph's
+  Python stack to the message, which says nothing here)."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  named = [line for line in lines if 'aborted by' in line or 'remote target' in line]
+  return ' | '.join(dict.fromkeys(lines[:1] + named))
 
 
 if __name__ == '__main__':
