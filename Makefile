@@ -13,7 +13,7 @@ UV := uv==0.13.9
 # pip on these machines prints one harmless warning per package for a missing local index.
 PIP_FILTER := grep -v "WARNING: Location 'file:" || true
 
-.PHONY: install run test test-fast lock bench bench-quality bench-input bench-queue bench-tflite bench-precision clean
+.PHONY: install run test test-fast lock bench bench-quality bench-input bench-queue bench-tflite bench-precision bench-embed bench-scale clean
 
 $(STAMP): requirements/lock.txt setup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -63,6 +63,14 @@ bench-input: install
 ## Small-batch SimCLR with and without the negatives queue (about 6 minutes).
 bench-queue: install
 	$(PY) -m benchmarks.bench_queue
+
+## Corpus embedding: the Embedder's Beam RunInference against the in-process loop (after `make run`).
+bench-embed: install
+	$(PY) -m benchmarks.bench_embed $(ARGS)
+
+## Per-worker rates at 224 px (ResNet-50) and a time and cost model for a million photos (~10 min).
+bench-scale: install
+	$(PY) -m benchmarks.bench_scale $(ARGS)
 
 ## Size and latency of the SavedModel and the TFLite encoders (needs a `make run` first).
 bench-tflite: install

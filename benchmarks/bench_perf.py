@@ -178,17 +178,10 @@ def bench_baseline(pixels: np.ndarray, image_size: int, batch: int, steps: int,
 
 
 # ---------------------------------------------------------------- make run -----------------
-def bench_make_run(work: str) -> dict:
-  """`make run` into a fresh output folder; component time from MLMD execution timestamps."""
-  out = os.path.join(work, 'make_run_out')
-  started = time.perf_counter()
-  result = subprocess.run(['make', 'run', f'OUT={out}'], cwd=REPO, capture_output=True,
-                          text=True)
-  wall = time.perf_counter() - started
-  if result.returncode != 0:
-    raise RuntimeError(f'make run failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}')
+def component_seconds(metadata_path: str) -> dict:
+  """Seconds per component of the latest run in a store, from MLMD execution timestamps."""
   from pipeline import run_record
-  store = run_record.open_store(os.path.join(out, 'metadata.sqlite'))
+  store = run_record.open_store(metadata_path)
   run = run_record.latest_run(store)
   per_component = {}
   executions = store.get_executions_by_context(run.id)
@@ -198,6 +191,19 @@ def bench_make_run(work: str) -> dict:
     seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
     name = type_names[execution.type_id].split('.')[-1]
     per_component[name] = round(per_component.get(name, 0.0) + seconds, 2)
+  return per_component
+
+
+def bench_make_run(work: str) -> dict:
+  """`make run` into a fresh output folder; component time from MLMD execution timestamps."""
+  out = os.path.join(work, 'make_run_out')
+  started = time.perf_counter()
+  result = subprocess.run(['make', 'run', f'OUT={out}'], cwd=REPO, capture_output=True,
+                          text=True)
+  wall = time.perf_counter() - started
+  if result.returncode != 0:
+    raise RuntimeError(f'make run failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}')
+  per_component = component_seconds(os.path.join(out, 'metadata.sqlite'))
   components = sum(per_component.values())
   return {'wall_seconds': wall, 'component_seconds': components,
           'overhead_seconds': wall - components, 'overhead_share': (wall - components) / wall,

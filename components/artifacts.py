@@ -11,3 +11,8 @@ class IngestReport(artifact.Artifact):
 class EdgeModel(artifact.Artifact):
   """encoder.tflite (float32), encoder_int8.tflite, preprocessing.json and parity.json."""
   TYPE_NAME = 'simclr_tfx.EdgeModel'
+
+
+class Embeddings(artifact.Artifact):
+  """Every ingested image's embedding by one Model, per split (components/embedder/contract.py)."""
+  TYPE_NAME = 'simclr_tfx.Embeddings'

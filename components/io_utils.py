@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import schemas
 from components import limits
+from components.embedder import contract as embedder_contract
 
 _READ_BATCH = 256  # records read at a time; requests to serving_default: limits.plan_batches
 
@@ -76,3 +77,49 @@ def read_labelled(split_uri: str, limit: int = 0):
   images = np.concatenate(images)
   return ([tf.constant(images[batch]) for batch in limits.plan_batches(np.concatenate(pixels))],
           np.concatenate(labels))
+
+
+def _embedding_records(split_uri: str, dim: int = 0) -> tf.data.Dataset:
+  """The parsed records of one split of an Embeddings artifact (components/embedder/); the
+  embedding as a [dim] vector when dim is given, else ragged."""
+  vector = tf.io.FixedLenFeature([dim], tf.float32) if dim else tf.io.RaggedFeature(tf.float32)
+  spec = {embedder_contract.EMBEDDING_KEY: vector,
+          schemas.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+          schemas.LABELLED_KEY: tf.io.FixedLenFeature([], tf.int64),
+          schemas.SHA256_KEY: tf.io.FixedLenFeature([], tf.string)}
+  files = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
+  return (tf.data.TFRecordDataset(files, compression_type='GZIP')
+          .map(lambda r: tf.io.parse_single_example(r, spec)))
+
+
+def count_embeddings(split_uri: str):
+  """(number of records, the set of embedding sizes among them) of one split, streamed."""
+  sizes = (_embedding_records(split_uri)
+           .map(lambda f: tf.size(f[embedder_contract.EMBEDDING_KEY], out_type=tf.int64)))
+  count, found = 0, set()
+  for batch in sizes.batch(4096).as_numpy_iterator():
+    count += len(batch)
+    found.update(int(v) for v in np.unique(batch))
+  return count, found
+
+
+def read_labelled_embeddings(split_uri: str):
+  """(embeddings [N, D] float32, labels [N]) of the records of one split whose label may be
+  used (the flags of read_labelled), ordered by image content hash: the Beam pipeline that wrote
+  them sets no order, and the probe's labelled subsets must not change from run to run."""
+  first = next(iter(_embedding_records(split_uri).take(1)), None)
+  if first is None:
+    return np.zeros([0, 0], np.float32), np.zeros([0], np.int64)
+  dim = int(tf.size(first[embedder_contract.EMBEDDING_KEY]))
+  data = (_embedding_records(split_uri, dim)
+          .filter(lambda f: (f[schemas.LABEL_KEY] >= 0) & (f[schemas.LABELLED_KEY] == 1))
+          .batch(_READ_BATCH))
+  vectors, labels, hashes = [], [], []
+  for batch in data.as_numpy_iterator():
+    vectors.append(batch[embedder_contract.EMBEDDING_KEY])
+    labels.append(batch[schemas.LABEL_KEY])
+    hashes.append(batch[schemas.SHA256_KEY])
+  if not labels:
+    return np.zeros([0, dim], np.float32), np.zeros([0], np.int64)
+  order = np.argsort(np.concatenate(hashes), kind='stable')
+  return np.concatenate(vectors)[order], np.concatenate(labels)[order]

@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional
 
-from components import limits
+from components import baseline, limits
 from components.dual_view_transform.params import TransformParams
 from components.edge_export.params import EdgeExportParams
 from components.errors import ConfigError
@@ -48,7 +48,13 @@ class RunSettings(ComponentParams):
   # worker count on Dataflow; docs/scale-out.md).
   ingest_beam_args: str = ''
   transform_beam_args: str = ''
+  embed_beam_args: str = ''
   warm_start: bool = False  # start from the latest blessed encoder of this pipeline, if any
+  # Where the warm start and the evaluator's baseline find the latest blessed model
+  # (components/baseline.py): `metadata` (a resolver node's ML Metadata query) or `serving`
+  # (the serving folder's newest pushed version; what `compile` uses for Kubeflow, whose
+  # open-source orchestrator does not run TFX's resolver).
+  baseline_from: str = 'metadata'
 
   def problems(self) -> List[str]:
     found: List[str] = []
@@ -59,6 +65,11 @@ class RunSettings(ComponentParams):
           f'volume), got the URI {self.serving_dir!r}: a push publishes a version by an atomic '
           'rename under a file lock, which object stores do not offer; use a mounted volume, or '
           'leave serving_dir empty for <output_dir>/serving')
+    check(found, self.baseline_from in baseline.SOURCES,
+          f'baseline_from must be one of {list(baseline.SOURCES)}, got {self.baseline_from!r}')
+    check(found, not (self.baseline_from == 'serving' and self.enable_cache),
+          'baseline_from=serving needs enable_cache=false: the cache cannot see a version '
+          'pushed since, and would replay the old baseline or warm start')
     return found
 
 

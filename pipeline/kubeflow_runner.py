@@ -21,8 +21,8 @@ What differs from a local run, and why:
     --pvc) or object-store URIs where the component supports them.
   - No latest-blessed-model resolver: TFX compiles it into artifact queries that only Vertex AI
     Pipelines evaluates, against the MLMD ids of TFX's own Evaluator blessings; open-source KFP
-    does not. Blessing on the cluster is by the absolute threshold (bless_min_linear_top1), and
-    warm_start is off.
+    does not. The warm start and the evaluator's baseline take the serving folder's newest
+    pushed version instead (baseline_from=serving, components/baseline.py).
   - Caching is off by default: ImageIngest has no input artifacts, so KFP's cache would replay
     the first ingest on every scheduled run and never see new images (--enable-cache for
     one-off runs).
@@ -76,16 +76,17 @@ def _cluster_path(path: str, name: str) -> str:
 
 
 def cluster_config(config: PipelineConfig, settings: ClusterSettings) -> PipelineConfig:
-  """The config as the cluster runs it: no resolver-based baseline or warm start (see above);
+  """The config as the cluster runs it: the baseline and warm start from the serving folder
+  (see above), the cache off (ClusterSettings.enable_cache decides for the compiled pipeline);
   a multi-worker trainer's TFJob pods run the pipeline image with its volume, unless the config
   names others."""
   if not config.data_dir:
     raise ConfigError('compile needs --data-dir: the image folder as the task pods see it')
   _cluster_path(config.data_dir, 'data_dir')
-  if config.bless_compare_with_baseline or config.warm_start:
-    logging.info('Kubeflow: blessing by the absolute threshold only; the latest-blessed-model '
-                 'baseline and warm start need a resolver that open-source KFP does not run')
-  return dataclasses.replace(config, bless_compare_with_baseline=False, warm_start=False,
+  if settings.enable_cache and (config.warm_start or config.bless_compare_with_baseline):
+    logging.warning('Kubeflow: --enable-cache replays the cached trainer and evaluator even '
+                    'after a newer version was pushed: their warm start and baseline go stale')
+  return dataclasses.replace(config, baseline_from='serving', enable_cache=False,
                              trainer_image=config.trainer_image or settings.image,
                              trainer_pvc=config.trainer_pvc or settings.pvc)
 

@@ -1,6 +1,7 @@
-"""create_pipeline(config): the five components of simclr-tfx as one TFX DAG.
+"""create_pipeline(config): the components of simclr-tfx as one TFX DAG.
 
-ImageIngest -> DualViewTransform -> SimCLRTrainer -> LinearEvaluator -> Pusher.
+ImageIngest -> DualViewTransform -> SimCLRTrainer -> Embedder -> LinearEvaluator -> Pusher,
+and EdgeExport beside the evaluator.
 Output layout under config.output_dir (OUT):
   OUT/metadata.sqlite               ML Metadata store (SQLite)
   OUT/pipeline_root/                every artifact; trainer checkpoints in _checkpoints/
@@ -17,9 +18,11 @@ from tfx.orchestration import metadata
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.types import channel, standard_artifacts
 
+from components import baseline
 from components.dual_view_transform.component import DualViewTransform
 from components.dual_view_transform.params import TransformParams
 from components.edge_export.component import EdgeExport
+from components.embedder.component import Embedder
 from components.edge_export.params import EdgeExportParams
 from components.image_ingest import images
 from components.image_ingest.component import ImageIngest
@@ -52,28 +55,36 @@ def create_components(config: PipelineConfig, where: dict | None = None,
   transform = DualViewTransform(examples=ingest.outputs['examples'],
                                 schema=ingest.outputs['schema'],
                                 params=TransformParams.of(config))
-  for component, extra in ((ingest, config.ingest_beam_args),
-                           (transform, config.transform_beam_args)):
-    if extra:
-      component.with_beam_pipeline_args(shlex.split(extra))
   resolver_node = _latest_blessed_model(config)
   latest_blessed = resolver_node.outputs['model'] if resolver_node else None
+  pushed = (baseline.model_dir(where['serving'], config.model_name)
+            if config.baseline_from == 'serving' else '')
   trainer = SimCLRTrainer(
       transformed_examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       base_model=latest_blessed if config.warm_start else None,
+      baseline_model_dir=pushed if config.warm_start else '',
       params=TrainerParams.of(config), checkpoint_root=where['checkpoints'])
+  embedder = Embedder(examples=ingest.outputs['examples'], model=trainer.outputs['model'])
   evaluator = LinearEvaluator(
       examples=ingest.outputs['examples'], model=trainer.outputs['model'],
+      embeddings=embedder.outputs['embeddings'],
       baseline_model=latest_blessed if config.bless_compare_with_baseline else None,
+      baseline_model_dir=pushed if config.bless_compare_with_baseline else '',
       params=EvaluatorParams.of(config))
+  for component, extra in ((ingest, config.ingest_beam_args),
+                           (transform, config.transform_beam_args),
+                           (embedder, config.embed_beam_args)):
+    if extra:
+      component.with_beam_pipeline_args(shlex.split(extra))
   edge = (EdgeExport(model=trainer.outputs['model'], examples=ingest.outputs['examples'],
                      params=EdgeExportParams.of(config)) if config.edge_export else None)
   pusher = Pusher(model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
                   serving_base_dir=where['serving'], params=PusherParams.of(config),
                   edge_model=edge.outputs['edge_model'] if edge else None,
                   examples=ingest.outputs['examples'])
-  return [node for node in (ingest, transform, resolver_node, trainer, evaluator, edge, pusher)
+  return [node for node in (ingest, transform, resolver_node, trainer, embedder, evaluator, edge,
+                                  pusher)
           if node is not None]
 
 
@@ -81,7 +92,8 @@ def _latest_blessed_model(config: PipelineConfig):
   """The resolver of the latest blessed Model of this pipeline, found as TFX's own Evaluator
   finds its baseline: the evaluator's baseline and the trainer's warm start. None when neither
   is wanted."""
-  if not (config.warm_start or config.bless_compare_with_baseline):
+  if config.baseline_from != 'metadata' or not (config.warm_start or
+                                                  config.bless_compare_with_baseline):
     return None
   return resolver.Resolver(
       strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,

@@ -4,6 +4,6 @@ TFX's Kubeflow V2 container entrypoint rebuilds each input artifact from its typ
 which for a non-TFX type is its TYPE_NAME ('simclr_tfx.IngestReport'), by importing that path.
 This package makes those names importable in the pipeline image.
 """
-from components.artifacts import EdgeModel, IngestReport
+from components.artifacts import EdgeModel, Embeddings, IngestReport
 
-__all__ = ['EdgeModel', 'IngestReport']
+__all__ = ['EdgeModel', 'Embeddings', 'IngestReport']

@@ -14,7 +14,7 @@ from pipeline.run_record import (_INPUT_EVENTS, _OUTPUT_EVENTS, STATE_NAMES, _co
 # ---------------------------------------------------------------------------------------------
 # Lineage of a served model, and models per data fingerprint.
 
-CHAIN_ORDER = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'EdgeExport',
+CHAIN_ORDER = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'Embedder', 'EdgeExport',
                'LinearEvaluator', 'Pusher')
 _COMPLETE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
@@ -274,6 +274,9 @@ _FACTS = {
     'SimCLRTrainer': ('Model', lambda m, _: (
         f"{m.get('backbone')} x{m.get('width_multiplier')}, {m.get('train_steps')} steps, "
         f"final loss {m.get('final_loss')}, run fingerprint {m.get('run_fingerprint')}")),
+    'Embedder': ('Embeddings', lambda e, _: (
+        f"{e.get('num_embedded')} images, {e.get('embedding_dim')} numbers each, "
+        f"{e.get('images_per_second')} images/s")),
     'EdgeExport': ('EdgeModel', lambda e, _: f"int8 {e.get('int8_reason')}"),
     'LinearEvaluator': ('ModelEvaluation', lambda ev, _: (
         f"linear top-1 {ev.get('linear_top1')}, kNN {ev.get('knn_top1')}; "

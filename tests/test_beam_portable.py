@@ -1,8 +1,9 @@
-"""ImageIngest and DualViewTransform through Beam's portable runner protocol, the way Flink,
-Spark and Dataflow run them: a job server (Beam's own Python job service) and an external SDK
-worker pool, each in a process of its own. Their artifacts equal the DirectRunner's in the shared
-smoke run: the same fingerprint, counts, statistics and transformed records. The runner is set
-per component (ingest_beam_args, transform_beam_args), as on Dataflow, Flink or Spark."""
+"""ImageIngest, DualViewTransform and Embedder through Beam's portable runner protocol, the way
+Flink, Spark and Dataflow run them: a job server (Beam's own Python job service) and an external
+SDK worker pool, each in a process of its own. Their artifacts equal the DirectRunner's in the
+shared smoke run: the same fingerprint, counts, statistics, transformed records and embeddings.
+The runner is set per component (ingest_beam_args, transform_beam_args, embed_beam_args), as on
+Dataflow, Flink or Spark."""
 import os
 import socket
 import subprocess
@@ -31,9 +32,10 @@ def _wait_for_port(port: int, process, seconds: float = 120) -> None:
   raise TimeoutError(f'nothing listens on port {port} after {seconds} s')
 
 
-@pytest.fixture()
-def portable_args(tmp_path):
+@pytest.fixture(scope='module')
+def portable_args(tmp_path_factory):
   """beam_pipeline_args for a job service and a worker pool started here, stopped after."""
+  tmp_path = tmp_path_factory.mktemp('beam_services')
   job_port, pool_port = free_ports(2)
   commands = [
       [sys.executable, '-m', 'apache_beam.runners.portability.local_job_service_main',
@@ -103,3 +105,54 @@ def test_ingest_and_transform_on_the_portable_runner_equal_the_direct_runner(
   for split in ingest.SPLITS:
     records = _records(p_out, split)
     assert records and records == _records(d_out, split), split
+
+
+def _embeddings(split_uri: str) -> dict:
+  """{image content hash: embedding} of one split of an Embeddings artifact."""
+  import numpy as np
+  import tensorflow as tf
+  from components.embedder import contract
+  import schemas
+  found = {}
+  for record in tf.data.TFRecordDataset(io_utils.split_files(split_uri), compression_type='GZIP'):
+    feature = tf.train.Example.FromString(record.numpy()).features.feature
+    found[feature[schemas.SHA256_KEY].bytes_list.value[0]] = np.array(
+        feature[contract.EMBEDDING_KEY].float_list.value)
+  return found
+
+
+def test_embedder_on_the_portable_runner_equals_the_direct_runner(local_run, portable_args,
+                                                                   tmp_path):
+  """The Embedder's executor, given the shared run's examples and model, with the portable
+  runner's args: its RunInference runs in the worker pool's SDK worker."""
+  import shlex
+  import numpy as np
+  from tfx.dsl.components.base import base_beam_executor
+  from tfx.types import artifact_utils, standard_artifacts
+  from components.artifacts import Embeddings
+  from components.embedder import contract, executor
+  direct = executions_by_component(local_run[2])['Embedder']
+  inputs = {}
+  for key, cls in (('examples', standard_artifacts.Examples), ('model', standard_artifacts.Model)):
+    artifact = cls()
+    artifact.uri = direct['inputs'][key][0]['uri']
+    if key == 'examples':
+      artifact.split_names = artifact_utils.encode_split_names(list(ingest.SPLITS))
+      for split in ingest.SPLITS:
+        count = direct['inputs'][key][0]['properties'][ingest.split_count(split)]
+        artifact.set_int_custom_property(ingest.split_count(split), int(count))
+    inputs[key] = [artifact]
+  out = Embeddings()
+  out.uri = str(tmp_path / 'embeddings')
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=shlex.split(portable_args), tmp_dir=str(tmp_path / 'tmp'))
+  executor.Executor(context).Do(inputs, {'embeddings': [out]}, {})
+  expected = direct['outputs']['embeddings'][0]
+  assert out.get_int_custom_property(contract.NUM_EMBEDDED) == int(
+      expected['properties'][contract.NUM_EMBEDDED])
+  for split in ingest.SPLITS:
+    portable = _embeddings(contract.split_dir(out.uri, split))
+    reference = _embeddings(contract.split_dir(expected['uri'], split))
+    assert portable and sorted(portable) == sorted(reference), split
+    for key, vector in portable.items():
+      np.testing.assert_allclose(vector, reference[key], rtol=1e-4, atol=1e-5)

@@ -17,6 +17,7 @@ EXECUTORS = {
     'DualViewTransform': 'components.dual_view_transform.executor.Executor',
     'SimCLRTrainer': 'components.simclr_trainer.executor.Executor',
     'EdgeExport': 'components.edge_export.executor.Executor',
+    'Embedder': 'components.embedder.executor.Executor',
     'LinearEvaluator': 'components.linear_evaluator.executor.Executor',
     'Pusher': 'components.pusher.executor.Executor',
 }
@@ -25,7 +26,8 @@ DEPENDENCIES = {
     'DualViewTransform': {'ImageIngest'},
     'SimCLRTrainer': {'DualViewTransform'},
     'EdgeExport': {'ImageIngest', 'SimCLRTrainer'},
-    'LinearEvaluator': {'ImageIngest', 'SimCLRTrainer'},
+    'Embedder': {'ImageIngest', 'SimCLRTrainer'},
+    'LinearEvaluator': {'ImageIngest', 'SimCLRTrainer', 'Embedder'},
     'Pusher': {'ImageIngest', 'SimCLRTrainer', 'LinearEvaluator', 'EdgeExport'},
 }
 
@@ -44,9 +46,21 @@ def compiled(mnist_subset, tmp_path_factory):
   from pipeline import kubeflow_runner
   from tests.conftest import smoke_config
   tmp = tmp_path_factory.mktemp('kfp')
-  config = smoke_config(mnist_subset, tmp / 'unused_out')
+  config = smoke_config(mnist_subset, tmp / 'unused_out', warm_start='true')
   written = kubeflow_runner.compile_pipeline(config, _settings(tmp), str(tmp / 'spec'))
   return tmp, written
+
+
+@pytest.fixture(scope='module')
+def first_run(compiled):
+  """The compiled package run once by kfp-local, into an empty serving folder."""
+  from simclr_tools import kfp_local
+  tmp, written = compiled
+  return kfp_local.run_package(written['package'], str(tmp / 'work'))
+
+
+def _output(result, task, key):
+  return result['tasks'][task]['output']['artifacts'][key]['artifacts'][0]
 
 
 def test_the_package_parses_as_a_kfp_pipeline_spec_with_the_dag(compiled):
@@ -106,13 +120,13 @@ def test_cluster_settings_are_checked_before_compiling(mnist_subset, tmp_path):
     kubeflow_runner.compile_pipeline(relative, _settings(tmp_path), str(tmp_path))
 
 
-def test_the_whole_dag_runs_through_the_kubeflow_container_entrypoint(compiled, mnist_subset):
+def test_the_whole_dag_runs_through_the_kubeflow_container_entrypoint(compiled, first_run,
+                                                                     mnist_subset):
   """Every task's container command from the spec, in a subprocess, with local paths: ingest to
   push, the same executors and artifact passing as on a cluster."""
   import tensorflow as tf
-  from simclr_tools import kfp_local
-  tmp, written = compiled
-  result = kfp_local.run_package(written['package'], str(tmp / 'work'))
+  tmp, _ = compiled
+  result = first_run
   assert set(result['tasks']) == set(EXECUTORS)
   assert all(t['command'][1:3] == ['-m', 'tfx.orchestration.kubeflow.v2.container.'
                                    'kubeflow_v2_run_executor'] for t in result['tasks'].values())
@@ -184,3 +198,28 @@ def test_compile_refuses_a_uri_serving_folder(mnist_subset, tmp_path):
     kubeflow_runner.compile_pipeline(config, settings, str(tmp_path))
   settings.serving_dir = '/mnt/models'
   assert kubeflow_runner.cluster_paths(settings)['serving'] == '/mnt/models'
+
+
+def test_a_second_cluster_run_warm_starts_from_and_compares_with_the_pushed_version(compiled,
+                                                                                    first_run):
+  """No resolver runs on Kubeflow: the trainer and the evaluator find the latest blessed model
+  in the serving folder (the first run's push), with no metadata store at all."""
+  from simclr_tools import kfp_local
+  tmp, written = compiled
+  first = _output(first_run, 'Pusher', 'pushed_model')['metadata']
+  first_metrics = json.load(open(os.path.join(
+      _output(first_run, 'LinearEvaluator', 'evaluation')['uri'], 'metrics.json')))
+  assert first_metrics['baseline'] is None  # nothing was pushed before it
+  assert _output(first_run, 'SimCLRTrainer', 'model')['metadata']['warm_started_from'] == ''
+
+  second = kfp_local.run_package(written['package'], str(tmp / 'work2'))
+  destination = first['pushed_destination']
+  model = _output(second, 'SimCLRTrainer', 'model')['metadata']
+  version = int(first['pushed_version'])  # KFP's metadata numbers are floats
+  assert model['warm_started_from'] == f'pushed version {version} ({destination})'
+  metrics = json.load(open(os.path.join(_output(second, 'LinearEvaluator', 'evaluation')['uri'],
+                                        'metrics.json')))
+  assert metrics['baseline']['pushed_version'] == first['pushed_version']
+  assert metrics['baseline']['saved_model'] == destination
+  assert metrics['baseline']['model_uri'] == _output(first_run, 'SimCLRTrainer', 'model')['uri']
+  assert 0.0 <= metrics['baseline_linear_top1'] <= 1.0

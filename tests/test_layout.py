@@ -58,7 +58,8 @@ def test_no_function_is_longer_than_a_screen():
 def test_executors_read_settings_only_from_their_typed_params():
   """No `exec_properties.get(...)` (a fallback default) and no setting read by name: an executor
   reads `params` with <Params>.from_json, and only the locations beside it."""
-  locations = {'params', 'data_dir', 'source_fingerprint', 'checkpoint_root', 'serving_base_dir'}
+  locations = {'params', 'data_dir', 'source_fingerprint', 'checkpoint_root', 'serving_base_dir',
+               'baseline_model_dir'}
   wrong = []
   for path in pathlib.Path(REPO, 'components').glob('*/executor.py'):
     for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
@@ -98,3 +99,16 @@ def test_the_cli_reports_each_error_with_its_exit_code(capsys):
   assert lines[:2] == ['simclr-tfx: bad value', 'simclr-tfx: no images'] and len(lines) == 3
   with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback under -v
     errors.report_failure(ZeroDivisionError('x'), verbose=True)
+
+
+def test_every_custom_artifact_type_is_importable_by_its_type_name():
+  """Kubeflow's container entrypoint imports an input artifact's class by its TYPE_NAME."""
+  import importlib
+  from tfx.types import artifact
+  from components import artifacts
+  types = [c for c in vars(artifacts).values() if isinstance(c, type)
+           and issubclass(c, artifact.Artifact) and c is not artifact.Artifact]
+  assert len(types) >= 3
+  for cls in types:
+    module, name = cls.TYPE_NAME.rsplit('.', 1)
+    assert getattr(importlib.import_module(module), name) is cls, cls.TYPE_NAME

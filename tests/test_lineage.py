@@ -13,8 +13,8 @@ def test_the_newest_version_traces_back_to_the_ingested_folder(three_runs):
   chain = lineage.model_lineage(os.path.join(out, 'metadata.sqlite'))
   assert chain['pushed_version'] == second['pushed_version']
   steps = {s['component']: s for s in chain['chain']}
-  assert list(steps) == ['ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'EdgeExport',
-                         'LinearEvaluator', 'Pusher']
+  assert list(steps) == ['ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'Embedder',
+                         'EdgeExport', 'LinearEvaluator', 'Pusher']
   trainer = steps['SimCLRTrainer']['parameters']
   assert trainer['seed'] == 7 and trainer['backbone'] and 'temperature' in trainer
   examples = next(a for a in steps['ImageIngest']['outputs'] if a['type'] == 'Examples')

@@ -20,8 +20,8 @@ from tests.conftest import REPO, executions_by_component, png_bytes, smoke_confi
 # Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
 pytestmark = pytest.mark.slow
 
-COMPONENTS = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'LinearEvaluator', 'EdgeExport',
-              'Pusher')
+COMPONENTS = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'Embedder', 'LinearEvaluator',
+              'EdgeExport', 'Pusher')
 # Every run also has the resolver node that finds the latest blessed model (the evaluator's
 # baseline, and the trainer's warm start when asked for).
 RESOLVER = 'latest_blessed_model_resolver'
@@ -33,7 +33,10 @@ EXPECTED_IO = {
                           {'transform_graph': 'TransformGraph', 'transformed_examples': 'Examples'}),
     'SimCLRTrainer': ({'transformed_examples': 'Examples', 'transform_graph': 'TransformGraph'},
                       {'model': 'Model', 'model_run': 'ModelRun'}),
-    'LinearEvaluator': ({'examples': 'Examples', 'model': 'Model'},
+    'Embedder': ({'examples': 'Examples', 'model': 'Model'},
+                 {'embeddings': 'simclr_tfx.Embeddings'}),
+    'LinearEvaluator': ({'examples': 'Examples', 'model': 'Model',
+                         'embeddings': 'simclr_tfx.Embeddings'},
                         {'evaluation': 'ModelEvaluation', 'blessing': 'ModelBlessing'}),
     'EdgeExport': ({'model': 'Model', 'examples': 'Examples'},
                    {'edge_model': 'simclr_tfx.EdgeModel'}),
@@ -59,6 +62,8 @@ def test_every_execution_completes_with_its_artifacts(local_run):
   assert executions['SimCLRTrainer']['inputs']['transform_graph'][0]['id'] == produced
   model_id = executions['SimCLRTrainer']['outputs']['model'][0]['id']
   assert executions['Pusher']['inputs']['model'][0]['id'] == model_id
+  embeddings = executions['Embedder']['outputs']['embeddings'][0]['id']
+  assert executions['LinearEvaluator']['inputs']['embeddings'][0]['id'] == embeddings
   assert summary['pushed'] is True
 
 
@@ -90,6 +95,38 @@ def test_policy_recorded_and_tensorboard_written(local_run):
   assert preview.format == 'PNG' and preview.width > 3 * 64  # originals + two views per row
   run_dir = executions['SimCLRTrainer']['outputs']['model_run'][0]['uri']
   assert glob.glob(os.path.join(run_dir, 'events.out.tfevents.*'))
+
+
+def test_embedder_gives_every_image_the_served_models_embedding(local_run):
+  """RunInference over every ingested record equals the served signature called in this
+  process on the same bytes, image by image, and loses no record."""
+  import schemas
+  from components.embedder import contract
+  from components.linear_evaluator.executor import load_serving_fn
+  executions = executions_by_component(local_run[2])
+  embeddings = executions['Embedder']['outputs']['embeddings'][0]
+  examples = executions['ImageIngest']['outputs']['examples'][0]
+  assert embeddings['properties'][contract.MODEL_URI] == (
+      executions['SimCLRTrainer']['outputs']['model'][0]['uri'])
+  serve = load_serving_fn(embeddings['properties'][contract.MODEL_URI])
+  for split in ('train', 'eval'):
+    got = {}
+    for path in glob.glob(os.path.join(embeddings['uri'], f'Split-{split}', '*.gz')):
+      for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        got[feature[schemas.SHA256_KEY].bytes_list.value[0]] = np.array(
+            feature[contract.EMBEDDING_KEY].float_list.value)
+    images = {}
+    for path in glob.glob(os.path.join(examples['uri'], f'Split-{split}', '*.gz')):
+      for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        images[feature[schemas.SHA256_KEY].bytes_list.value[0]] = (
+            feature[schemas.IMAGE_KEY].bytes_list.value[0])
+    assert sorted(got) == sorted(images) and len(got) == int(
+        embeddings['properties'][f'num_{split}'])
+    keys = sorted(images)
+    served = serve(images=tf.constant([images[k] for k in keys]))['embedding'].numpy()
+    np.testing.assert_allclose(np.stack([got[k] for k in keys]), served, rtol=1e-4, atol=1e-5)
 
 
 def test_metrics_json_contract(local_run):

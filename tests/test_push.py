@@ -235,3 +235,25 @@ def test_sigkill_between_the_rename_and_the_config_update_is_rolled_back(tmp_pat
   assert result['rolled_back'] == orphan
   assert push.versions(model_dir) == [result['version']] != orphan
   assert _entries(base) == ['enc'] and not _debris(model_dir)
+
+
+def test_the_baseline_from_the_serving_folder_is_the_newest_finished_push(tmp_path):
+  """What a run without ML Metadata queries takes as the latest blessed model
+  (components/baseline.py): not a version copied in by hand, not a push that did not finish."""
+  from components import baseline
+  base = str(tmp_path / 'serving')
+  model_dir = baseline.model_dir(base, 'enc')
+  assert baseline.from_serving_folder(model_dir) is None  # nothing pushed yet
+  first = push.push_model(fake_saved_model(str(tmp_path / 'a')), base, 'enc', source_uri='uri-a',
+                          metadata={'model_artifact_id': 7})
+  second = push.push_model(fake_saved_model(str(tmp_path / 'b')), base, 'enc',
+                           source_uri='uri-b')
+  shutil.copytree(second['destination'], os.path.join(model_dir, '99'))  # not ours: no record
+  os.remove(os.path.join(model_dir, '99', push.SOURCE_FILE))
+  found = baseline.from_serving_folder(model_dir)
+  assert (found.pushed_version, found.model_uri, found.saved_model_dir) == (
+      second['version'], 'uri-b', second['destination'])
+  with open(os.path.join(model_dir, f'{push.JOURNAL_PREFIX}{second["version"]}.json'), 'w'):
+    pass  # the second push's journal is still there: it did not finish
+  found = baseline.from_serving_folder(model_dir)
+  assert (found.pushed_version, found.model_uri, found.model_id) == (first['version'], 'uri-a', 7)

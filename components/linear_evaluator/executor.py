@@ -1,13 +1,15 @@
 """LinearEvaluator executor: frozen-encoder embeddings -> linear probe + kNN -> blessing.
 
-Embeddings are computed through the exported `serving_default` signature on the raw image bytes
-of the ingested examples, i.e. exactly what TF Serving will return, so the number that blesses a
-model is a number about the model that gets served. The latest blessed model (when the pipeline's
+The embeddings are the Embedder's: computed with Beam's RunInference through the exported
+`serving_default` signature on the raw image bytes of the ingested examples, i.e. exactly what
+TF Serving will return, so the number that blesses a model is a number about the model that gets
+served. The latest blessed model (when the pipeline's
 resolver finds one) is measured the same way on the same data in the same execution, so the
 comparison is never between numbers from different data.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,7 +21,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import io_utils
+from components import baseline, io_utils
+from components.embedder import contract as embedder_contract
 from components.linear_evaluator import baselines, plots, probe
 from components.image_ingest import contract as ingest_contract
 from components.linear_evaluator import contract
@@ -42,6 +45,20 @@ def load_serving_fn(model_uri: str):
       'serving_default']
 
 
+def _check_same_model(embeddings, model) -> None:
+  computed_by = embeddings.get_string_custom_property(embedder_contract.MODEL_URI)
+  if computed_by != model.uri:
+    raise ValueError(f'the embeddings at {embeddings.uri} were computed by {computed_by}, not by '
+                     f'the model under evaluation ({model.uri}); wire the Embedder that ran on '
+                     'this model into the LinearEvaluator')
+
+
+def _labelled_images(examples):
+  """(train image batches, labels, eval image batches, labels) of the labelled records."""
+  train = io_utils.read_labelled(artifact_utils.get_split_uri([examples], 'train'))
+  return (*train, *io_utils.read_labelled(artifact_utils.get_split_uri([examples], 'eval')))
+
+
 class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
@@ -49,15 +66,19 @@ class Executor(base_executor.BaseExecutor):
     started = time.time()
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     model = artifact_utils.get_single_instance(input_dict['model'])
-    baseline_models = input_dict.get('baseline_model') or []
+    base = baseline.find(input_dict.get('baseline_model'), exec_properties['baseline_model_dir'],
+                         path_utils.serving_model_path)
     evaluation = artifact_utils.get_single_instance(output_dict['evaluation'])
     blessing = artifact_utils.get_single_instance(output_dict['blessing'])
     params = EvaluatorParams.from_json(exec_properties[EXEC_PROPERTY])
     class_names = json.loads(examples.get_string_custom_property(ingest_contract.CLASSES) or '[]')
 
-    train_images, train_y = io_utils.read_labelled(
-        artifact_utils.get_split_uri([examples], 'train'))
-    eval_images, eval_y = io_utils.read_labelled(artifact_utils.get_split_uri([examples], 'eval'))
+    embeddings = artifact_utils.get_single_instance(input_dict['embeddings'])
+    _check_same_model(embeddings, model)
+    train_x, train_y = io_utils.read_labelled_embeddings(
+        embedder_contract.split_dir(embeddings.uri, 'train'))
+    eval_x, eval_y = io_utils.read_labelled_embeddings(
+        embedder_contract.split_dir(embeddings.uri, 'eval'))
     metrics = {'num_labelled': int(len(train_y)), 'num_eval': int(len(eval_y)),
                'num_classes': int(len(np.unique(train_y))),
                'min_linear_top1': params.bless_min_linear_top1, 'linear_top1': None,
@@ -65,37 +86,36 @@ class Executor(base_executor.BaseExecutor):
                'knn_temperature': 0.1, 'max_drop_vs_baseline': params.bless_max_drop_vs_baseline,
                'class_names': class_names}
 
-    blessed, reason = self._evaluate(model, baseline_models, params, evaluation.uri,
-                                     (train_images, train_y, eval_images, eval_y), metrics)
+    blessed, reason = self._evaluate(model, base, params, evaluation.uri,
+                                     (train_x, train_y, eval_x, eval_y),
+                                     functools.cache(lambda: _labelled_images(examples)), metrics)
     metrics.update(blessed=blessed, blessing_reason=reason, model_uri=model.uri,
                    seconds=round(time.time() - started, 3))
     io_utils.write_json(os.path.join(evaluation.uri, METRICS_FILE), metrics)
-    self._record(evaluation, blessing, metrics, model, baseline_models)
+    self._record(evaluation, blessing, metrics, model, base)
     logging.info('LinearEvaluator: linear_top1 %s knn_top1 %s on %d eval images -> %s (%s)',
                  metrics['linear_top1'], metrics['knn_top1'], metrics['num_eval'],
                  'BLESSED' if blessed else 'NOT BLESSED', reason)
 
-  def _evaluate(self, model, baseline_models, params, out_dir, data, metrics):
-    """Fills metrics with the probe, kNN, context and baseline numbers; (blessed, reason)."""
-    train_images, train_y, eval_images, eval_y = data
+  def _evaluate(self, model, base, params, out_dir, data, images, metrics):
+    """Fills metrics with the probe, kNN, context and baseline numbers; (blessed, reason).
+    data: the model's labelled embeddings; images(): the labelled images, for the context
+    probes and the baseline model."""
+    train_x, train_y, eval_x, eval_y = data
     if len(train_y) == 0 or len(eval_y) == 0 or metrics['num_classes'] < 2:
       return False, (f'cannot measure: {len(train_y)} labelled train and {len(eval_y)} labelled '
                      f'eval images in {metrics["num_classes"]} class(es); put labelled images in '
                      'class sub-folders (at least 2 classes)')
-    serving_fn = load_serving_fn(model.uri)
-    train_x, eval_x = embed(serving_fn, train_images), embed(serving_fn, eval_images)
     all_classes = np.unique(np.concatenate([train_y, eval_y]))
     metrics.update(self._probe_all_fractions(train_x, train_y, eval_x, eval_y,
                                              params.fractions(), all_classes))
     metrics['knn_top1'] = probe.knn_top1(train_x, train_y, eval_x, eval_y, k=params.knn_k)
     metrics['embedding_dim'] = int(train_x.shape[1])
     if params.probe_context_baselines:
-      metrics['context'] = self._context_baselines(model, train_images, train_y, eval_images,
-                                                   eval_y)
+      metrics['context'] = self._context_baselines(model, *images())
       for name, values in metrics['context'].items():
         metrics[f'{name}_linear_top1'] = values['linear_top1']
-    baseline_top1, baseline_uri = self._measure_baseline(
-        baseline_models, model, train_images, train_y, eval_images, eval_y, metrics)
+    baseline_top1, baseline_uri = self._measure_baseline(base, model, images, metrics)
     decision = probe.bless_decision(metrics['linear_top1'], params.bless_min_linear_top1,
                                     baseline_top1, params.bless_max_drop_vs_baseline,
                                     baseline_uri)
@@ -103,7 +123,7 @@ class Executor(base_executor.BaseExecutor):
     return decision
 
   @staticmethod
-  def _record(evaluation, blessing, metrics, model, baseline_models) -> None:
+  def _record(evaluation, blessing, metrics, model, base) -> None:
     """The properties of both outputs (names: contract.py), and TFX Evaluator's BLESSED or
     NOT_BLESSED file, so TFX resolvers and Pushers read the blessing too."""
     blessed, reason = metrics['blessed'], metrics['blessing_reason']
@@ -121,9 +141,9 @@ class Executor(base_executor.BaseExecutor):
     blessing.set_int_custom_property(contract.BLESSED, int(blessed))
     blessing.set_string_custom_property(contract.CURRENT_MODEL, model.uri)
     blessing.set_int_custom_property(contract.CURRENT_MODEL_ID, model.id)
-    if baseline_models:
-      blessing.set_string_custom_property(contract.BASELINE_MODEL, baseline_models[0].uri)
-      blessing.set_int_custom_property(contract.BASELINE_MODEL_ID, baseline_models[0].id)
+    if base:
+      blessing.set_string_custom_property(contract.BASELINE_MODEL, base.describe())
+      blessing.set_int_custom_property(contract.BASELINE_MODEL_ID, base.model_id)
     blessing.set_string_custom_property(contract.REASON, reason)
 
   @staticmethod
@@ -182,23 +202,24 @@ class Executor(base_executor.BaseExecutor):
                                     'num_labels': int(len(train_y))}}
 
   @staticmethod
-  def _measure_baseline(baseline_models, model, train_images, train_y, eval_images, eval_y,
-                        metrics):
+  def _measure_baseline(base, model, images, metrics):
     """(top-1 of the latest blessed model on this data, its uri), or (None, '') if none."""
-    if not baseline_models:
+    if not base:
       metrics['baseline'] = None
       return None, ''
-    baseline = baseline_models[0]
-    if baseline.id == model.id or baseline.uri == model.uri:
-      metrics['baseline'] = {'model_uri': baseline.uri, 'note': 'the baseline is this model'}
-      return metrics['linear_top1'], baseline.uri
-    serving_fn = load_serving_fn(baseline.uri)
+    found = {'model_uri': base.model_uri, 'model_id': base.model_id,
+             'saved_model': base.saved_model_dir, 'pushed_version': base.pushed_version}
+    if base.model_uri == model.uri or (base.pushed_version < 0 and base.model_id == model.id):
+      metrics['baseline'] = dict(found, note='the baseline is this model')
+      return metrics['linear_top1'], base.describe()
+    serving_fn = tf.saved_model.load(base.saved_model_dir).signatures[
+        trainer_contract.SERVING_SIGNATURE]
+    train_images, train_y, eval_images, eval_y = images()
     top1 = probe.linear_probe(embed(serving_fn, train_images), train_y,
                               embed(serving_fn, eval_images), eval_y)['top1']
-    metrics['baseline'] = {'model_uri': baseline.uri, 'model_id': baseline.id,
-                           'linear_top1': top1}
+    metrics['baseline'] = dict(found, linear_top1=top1)
     metrics['baseline_linear_top1'] = top1
-    return top1, baseline.uri
+    return top1, base.describe()
 
   @staticmethod
   def _write_plots(out_dir, metrics, eval_x, eval_y, class_names):

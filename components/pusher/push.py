@@ -77,6 +77,19 @@ def find_pushed(model_dir: str, source_uri: str) -> Optional[int]:
   return None
 
 
+def latest_pushed(model_dir: str) -> Optional[Dict]:
+  """The newest version this project's Pusher finished publishing in model_dir (every such
+  version was blessed when it was pushed): {'version', 'path', 'source_uri', ...its source
+  record}, or None. What a run without ML Metadata queries (Kubeflow) takes as the latest
+  blessed model."""
+  for version in reversed(pushed_versions(model_dir)):
+    if os.path.exists(os.path.join(model_dir, f'{JOURNAL_PREFIX}{version}.json')):
+      continue
+    path = os.path.join(model_dir, str(version))
+    return {**_source_record(path), 'version': version, 'path': path}
+  return None
+
+
 def fsync_dir(path: str) -> None:
   """Makes a rename or a new entry in `path` durable (POSIX: fsync the folder itself)."""
   fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -13,6 +13,9 @@ class SimCLRTrainerSpec(types.ComponentSpec):
       'params': ExecutionParameter(type=str),  # TrainerParams as JSON
       # Stable folder (not the execution's output URI) so a rerun finds its checkpoints.
       'checkpoint_root': ExecutionParameter(type=str),
+      # <serving_dir>/<model_name>: warm start from its newest pushed version when the DAG has
+      # no resolver (components/baseline.py); '' = no such folder.
+      'baseline_model_dir': ExecutionParameter(type=str),
   }
   INPUTS = {
       'transformed_examples': ChannelParameter(type=standard_artifacts.Examples),
@@ -32,10 +35,11 @@ class SimCLRTrainer(base_component.BaseComponent):
 
   def __init__(self, transformed_examples: types.BaseChannel, transform_graph: types.BaseChannel,
                params: TrainerParams, checkpoint_root: str,
-               base_model: types.BaseChannel | None = None):
+               base_model: types.BaseChannel | None = None, baseline_model_dir: str = ''):
     spec = SimCLRTrainerSpec(
         transformed_examples=transformed_examples, transform_graph=transform_graph,
         base_model=base_model, params=params.to_json(), checkpoint_root=checkpoint_root,
+        baseline_model_dir=baseline_model_dir,
         model=types.Channel(type=standard_artifacts.Model),
         model_run=types.Channel(type=standard_artifacts.ModelRun))
     super().__init__(spec=spec)

@@ -36,3 +36,7 @@ WORKER_LOG = 'worker-{index}.log'
 # A worker's exit code when a collective failed because a peer went away: a consequence, not
 # the cause, so the launcher names another failed worker first.
 PEER_LOST_EXIT_CODE = 3
+# The exported SavedModel's served signature: encoded image bytes in, embedding out (DESIGN.md).
+SERVING_SIGNATURE = 'serving_default'
+SERVING_INPUT = 'images'
+SERVING_EMBEDDING = 'embedding'

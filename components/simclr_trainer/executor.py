@@ -16,7 +16,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import io_utils
+from components import baseline, io_utils
 from components.dual_view_transform import augment, dataset as dv_dataset
 from components.params import EXEC_PROPERTY
 from components.simclr_trainer import contract, launch, worker
@@ -33,7 +33,8 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict, output_dict, exec_properties):
     io_utils.make_output_dirs(output_dict)
     params = TrainerParams.from_json(exec_properties[EXEC_PROPERTY])
-    inputs, input_uris = _read_inputs(input_dict, params.batch_size)
+    inputs, input_uris = _read_inputs(input_dict, params.batch_size,
+                                      exec_properties['baseline_model_dir'])
     fingerprint = run_fingerprint(input_uris, params.fingerprint())
     model = artifact_utils.get_single_instance(output_dict['model'])
     model_run = artifact_utils.get_single_instance(output_dict['model_run'])
@@ -50,11 +51,12 @@ class Executor(base_executor.BaseExecutor):
     _record(model, model_run, params, inputs, dict(outcome, fingerprint=fingerprint))
 
 
-def _read_inputs(input_dict, batch_size: int):
+def _read_inputs(input_dict, batch_size: int, baseline_model_dir: str):
   """(worker.JobInputs, the input URIs that enter the run fingerprint)."""
   graph_uri = artifact_utils.get_single_uri(input_dict['transform_graph'])
   examples = artifact_utils.get_single_instance(input_dict['transformed_examples'])
-  base_models = list(input_dict.get('base_model') or [])
+  base = baseline.find(input_dict.get('base_model'), baseline_model_dir,
+                       path_utils.serving_model_path)
   train_uri = artifact_utils.get_split_uri([examples], 'train')
   policy = dv_dataset.read_policy(graph_uri)
   image_size = int(policy['image_size'])
@@ -65,8 +67,9 @@ def _read_inputs(input_dict, batch_size: int):
   inputs = worker.JobInputs(
       train_uri, artifact_utils.get_split_uri([examples], 'eval'), graph_uri, policy,
       image_size, int(policy.get('crop_size') or image_size), augment.local_crop_count(policy),
-      num_train, num_train // batch_size, base_models[0].uri if base_models else '')
-  return inputs, [graph_uri, examples.uri] + [m.uri for m in base_models]
+      num_train, num_train // batch_size, base.saved_model_dir if base else '',
+      base.describe() if base else '')
+  return inputs, [graph_uri, examples.uri] + ([base.describe()] if base else [])
 
 
 def _record(model, model_run, params, inputs, outcome) -> None:

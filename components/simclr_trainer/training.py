@@ -14,7 +14,6 @@ from typing import Any, List
 
 import keras
 import tensorflow as tf
-from tfx.utils import path_utils
 
 from components.simclr_trainer import model as model_lib, optim, step as step_lib
 from components.simclr_trainer.params import STRATEGIES, TrainerParams
@@ -109,15 +108,14 @@ def precision_policy(name: str):
     keras.mixed_precision.set_dtype_policy(previous)
 
 
-def warm_start(state: TrainingState, base_model_uri: str) -> str:
-  """Loads encoder and head weights from a pushed/blessed Model's SavedModel variables."""
-  variables = os.path.join(path_utils.serving_model_path(base_model_uri), 'variables',
-                           'variables')
+def warm_start(state: TrainingState, saved_model_dir: str) -> str:
+  """Loads encoder and head weights from a blessed model's SavedModel variables."""
+  variables = os.path.join(saved_model_dir, 'variables', 'variables')
   status = tf.train.Checkpoint(encoder=state.encoder, head=state.head).read(variables)
   try:
     status.assert_existing_objects_matched()
   except AssertionError as e:
-    raise ValueError(f'cannot warm start from {base_model_uri}: its encoder does not match this '
+    raise ValueError(f'cannot warm start from {saved_model_dir}: its encoder does not match this '
                      f'configuration (backbone, width, head); train from scratch or keep the '
                      f'architecture. Detail: {str(e)[:300]}') from None
   status.expect_partial()  # the base model's TFT layer and optimiser are not needed

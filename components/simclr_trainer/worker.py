@@ -46,7 +46,8 @@ class JobInputs:
   local_crops: int  # multi-crop views per image, from the policy
   num_train: int
   steps_per_epoch: int
-  base_model_uri: str  # the latest blessed Model to warm start from, or ''
+  base_saved_model: str  # the latest blessed model's SavedModel to warm start from, or ''
+  base_model: str  # what it is, as recorded: its Model's uri or its pushed version's folder
 
   @property
   def any_input_size(self) -> bool:
@@ -119,7 +120,7 @@ def _run(job: TrainJob, strategy, scratch: str) -> dict:
   checkpoints = _Checkpoints(state, job.checkpoint_dir, params,
                              write_to='' if paths['checkpoints'] == job.checkpoint_dir
                              else paths['checkpoints'])
-  start_step, warm_from = checkpoints.restore_or_warm_start(inputs.base_model_uri)
+  start_step, warm_from = checkpoints.restore_or_warm_start(inputs)
   data = iter(strategy.experimental_distribute_dataset(_sharded(dv_dataset.dual_view_dataset(
       inputs.train_uri, inputs.policy, params.batch_size, params.seed, start_step=start_step))))
   monitor = None if scratch else _KnnMonitor.create(params, inputs, state.embedder)
@@ -198,18 +199,19 @@ class _Checkpoints:
     self.timeline = (io_utils.read_json(self._path) if tf.io.gfile.exists(self._path)
                      else {'checkpoints': {}, 'train_seconds': 0.0})
 
-  def restore_or_warm_start(self, base_model_uri: str) -> tuple:
-    """(step to start from, the Model warm started from or '')."""
+  def restore_or_warm_start(self, inputs: JobInputs) -> tuple:
+    """(step to start from, the model warm started from or '')."""
     latest = tf.train.latest_checkpoint(self.directory)  # every worker resumes the chief's
     if latest:
       self._state.checkpoint().restore(latest).assert_existing_objects_matched()
       logging.info('SimCLRTrainer: resuming from step %d (checkpoint %s)', int(self._state.step.numpy()),
                    latest)
       return int(self._state.step.numpy()), ''
-    if base_model_uri:
-      training.warm_start(self._state, base_model_uri)
-      logging.info('SimCLRTrainer: warm start from the latest blessed model %s', base_model_uri)
-      return 0, base_model_uri
+    if inputs.base_saved_model:
+      training.warm_start(self._state, inputs.base_saved_model)
+      logging.info('SimCLRTrainer: warm start from the latest blessed model %s',
+                   inputs.base_model)
+      return 0, inputs.base_model
     return 0, ''
 
   def train_seconds(self) -> float:
