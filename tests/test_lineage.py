@@ -65,7 +65,7 @@ def test_cli_text_json_dot_and_png(three_runs, tmp_path, capsys):
   executions = [n for n in as_json['graph']['nodes'] if n['kind'] == 'execution']
   dot = (tmp_path / 'g.dot').read_text()
   assert dot.startswith('digraph lineage {')
-  assert dot.count('shape=box') == len(executions) == 6
+  assert dot.count('shape=box') == len(executions) == 7
   assert dot.count(' -> ') == len(as_json['graph']['edges'])
   if shutil.which('dot'):
     assert (tmp_path / 'g.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

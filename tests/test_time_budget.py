@@ -96,7 +96,7 @@ def test_cli_run_prints_the_summary_and_lineage_and_embed_read_it(budget_run, mn
                                text=True, timeout=300)
   assert lineage_out.returncode == 0, lineage_out.stderr[-2000:]
   executions = json.loads(lineage_out.stdout)['executions']
-  assert len(executions) == 7  # the five components, EdgeExport and the baseline resolver
+  assert len(executions) == 8  # the five components, EdgeExport, Embedder and the resolver
   digit = sorted(glob.glob(os.path.join(mnist_subset, '3', '*.png')))[0]
   embedded = embed_with_cli([digit], '--model', os.path.join(out, 'serving', 'simclr_encoder'))
   assert embedded.shape[0] == 1 and np.isfinite(embedded).all()
