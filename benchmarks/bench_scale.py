@@ -107,15 +107,19 @@ def model_rows(rates: dict) -> list:
   return rows
 
 
+def _duration(hours: float) -> str:
+  return f'{hours * 60:.0f} min' if hours < 2 else f'{hours:,.0f} h ({hours / 24:,.1f} days)'
+
+
 def write_doc(rates: dict, command: str) -> None:
   lines = [
       f'Measured {datetime.date.today()} on {hardware.describe_cpu()} (2 cores, one worker); '
       f'{rates["images"]} photos (CIFAR-10 train JPEGs upscaled to {PHOTO_SIZE[0]}x'
       f'{PHOTO_SIZE[1]}, JPEG quality 90), image_size 224, ResNet-50, {rates["precision"]}; '
       f'command: `{command}`.', '',
-      '| step | measured images/s per worker | workers | hours | worker-hours | cost (USD) |',
+      '| step | measured images/s per worker | workers | wall time | worker-hours | cost (USD) |',
       '|---|---|---|---|---|---|']
-  lines += [f'| {step} | {rate:,.1f} | {workers} | {hours:,.1f} | {wh:,.0f} | {cost:,.0f} |'
+  lines += [f'| {step} | {rate:,.1f} | {workers} | {_duration(hours)} | {wh:,.1f} | {cost:,.2f} |'
             for step, rate, workers, hours, wh, cost in model_rows(rates)]
   lines += [
       '| SimCLRTrainer on GPUs | not measured: no GPU machine was lent | | | | |', '',
