@@ -71,14 +71,15 @@ def in_process(examples_uri: str, model_uri: str) -> int:
   return count
 
 
-def run_inference(examples_uri: str, model_uri: str, args: list, work: str) -> int:
+def run_inference(examples_uri: str, model_uri: str, args: list, work: str,
+                  counts: dict) -> int:
   """The Embedder's Beam transform, as the component builds it, with these Beam options."""
   saved_model = path_utils.serving_model_path(model_uri)
   with beam.Pipeline(options=PipelineOptions(args)) as p:
     for split in SPLITS:
       files = io_utils.split_files(os.path.join(examples_uri, f'Split-{split}'))
       _ = p | f'Embed[{split}]' >> inference.EmbedSplit(
-          files, saved_model, os.path.join(work, split, 'embeddings'))
+          files, saved_model, os.path.join(work, split, 'embeddings'), split, counts[split])
   return sum(io_utils.count_embeddings(os.path.join(work, s))[0] for s in SPLITS)
 
 
@@ -104,7 +105,7 @@ def main() -> None:
   for name, beam_args in RUNNERS.items():
     work = tempfile.mkdtemp(prefix='bench_embed_')
     try:
-      count, seconds = timed(run_inference, examples_uri, model_uri, beam_args, work)
+      count, seconds = timed(run_inference, examples_uri, model_uri, beam_args, work, counts)
     finally:
       shutil.rmtree(work, ignore_errors=True)
     assert count == total, (name, count, total)

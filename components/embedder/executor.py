@@ -36,7 +36,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if expected[split]:
           files = io_utils.split_files(artifact_utils.get_split_uri([examples], split))
           out = os.path.join(contract.split_dir(embeddings.uri, split), contract.FILE_PREFIX)
-          _ = p | f'Embed[{split}]' >> inference.EmbedSplit(files, saved_model, out)
+          _ = p | f'Embed[{split}]' >> inference.EmbedSplit(files, saved_model, out, split,
+                                                            expected[split])
 
     seconds = time.time() - started
     counts, dim = self._check(embeddings, expected)

@@ -8,6 +8,8 @@ MAX_REQUEST_IMAGES images and are split further by declared pixels before each c
 """
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -78,12 +80,43 @@ class ServingModelHandler(ModelHandler[Dict[str, Any], Dict[str, Any], Any]):
     return 'simclr_tfx.Embedder'
 
 
-class EmbedSplit(beam.PTransform):
-  """Ingested gzip TFRecords (file pattern) -> embedding records (contract.py) under prefix."""
+class LogProgress(beam.DoFn):
+  """Passes records through; every LOG_SECONDS logs how many this worker process embedded,
+  its rate and, against the split's total, an ETA (exact on one worker, per worker on many)."""
+  LOG_SECONDS = 10.0
 
-  def __init__(self, files: Sequence[str], saved_model_dir: str, output_prefix: str):
+  def __init__(self, label: str, total: int):
+    super().__init__()
+    self._label, self._total = label, total
+
+  def setup(self):
+    self._count, self._started = 0, time.time()
+    self._last = self._started
+
+  def process(self, record):
+    self._count += 1
+    now = time.time()
+    if now - self._last >= self.LOG_SECONDS:
+      self._last = now
+      rate = self._count / (now - self._started)
+      if self._total:
+        left = max(self._total - self._count, 0) / max(rate, 1e-9)
+        logging.info('Embedder[%s]: %d/%d images, %.1f images/s, ETA %d s', self._label,
+                     self._count, self._total, rate, left)
+      else:
+        logging.info('Embedder[%s]: %d images, %.1f images/s', self._label, self._count, rate)
+    yield record
+
+
+class EmbedSplit(beam.PTransform):
+  """Ingested gzip TFRecords (file pattern) -> embedding records (contract.py) under prefix;
+  total: the split's record count, for the progress log."""
+
+  def __init__(self, files: Sequence[str], saved_model_dir: str, output_prefix: str,
+               label: str = '', total: int = 0):
     super().__init__()
     self._files, self._model, self._prefix = list(files), saved_model_dir, output_prefix
+    self._label, self._total = label, total
 
   def expand(self, pipeline):
     return (pipeline
@@ -92,6 +125,7 @@ class EmbedSplit(beam.PTransform):
                 compression_type=beam.io.filesystem.CompressionTypes.GZIP)
             | 'Parse' >> beam.Map(parse_record)
             | 'Embed' >> RunInference(ServingModelHandler(self._model))
+            | 'Progress' >> beam.ParDo(LogProgress(self._label, self._total))
             | 'Encode' >> beam.Map(to_example)
             | 'Write' >> beam.io.WriteToTFRecord(
                 self._prefix, file_name_suffix='.gz',
