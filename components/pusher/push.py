@@ -66,28 +66,32 @@ def pushed_versions(model_dir: str) -> List[int]:
           if _source_record(os.path.join(model_dir, str(v))) is not None]
 
 
-def find_pushed(model_dir: str, source_uri: str) -> Optional[int]:
-  """The version already holding the model from `source_uri`, if any (makes reruns idempotent).
-  A version whose push did not finish (its journal is left) does not count."""
+def finished_pushes(model_dir: str) -> List[Dict]:
+  """The versions this project's Pusher finished publishing (a version whose journal is left
+  did not finish), ascending: {'version', 'path', ...its source record} each."""
+  found = []
   for version in pushed_versions(model_dir):
     if os.path.exists(os.path.join(model_dir, f'{JOURNAL_PREFIX}{version}.json')):
       continue
-    if _source_record(os.path.join(model_dir, str(version))).get('source_uri') == source_uri:
-      return version
+    path = os.path.join(model_dir, str(version))
+    found.append({**_source_record(path), 'version': version, 'path': path})
+  return found
+
+
+def find_pushed(model_dir: str, source_uri: str) -> Optional[int]:
+  """The version already holding the model from `source_uri`, if any (makes reruns idempotent)."""
+  for pushed in finished_pushes(model_dir):
+    if pushed.get('source_uri') == source_uri:
+      return pushed['version']
   return None
 
 
 def latest_pushed(model_dir: str) -> Optional[Dict]:
-  """The newest version this project's Pusher finished publishing in model_dir (every such
-  version was blessed when it was pushed): {'version', 'path', 'source_uri', ...its source
-  record}, or None. What a run without ML Metadata queries (Kubeflow) takes as the latest
-  blessed model."""
-  for version in reversed(pushed_versions(model_dir)):
-    if os.path.exists(os.path.join(model_dir, f'{JOURNAL_PREFIX}{version}.json')):
-      continue
-    path = os.path.join(model_dir, str(version))
-    return {**_source_record(path), 'version': version, 'path': path}
-  return None
+  """The newest finished push in model_dir (every such version was blessed when it was pushed),
+  or None: what a run without ML Metadata queries (Kubeflow) takes as the latest blessed
+  model."""
+  pushes = finished_pushes(model_dir)
+  return pushes[-1] if pushes else None
 
 
 def fsync_dir(path: str) -> None:
