@@ -29,7 +29,7 @@ from benchmarks import docs_section
 from components import io_utils, limits
 from components.embedder import inference
 from components.image_ingest.contract import SPLITS
-from components.simclr_trainer import contract as trainer_contract, hardware
+from components.simclr_trainer import hardware
 from pipeline import run_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,9 +44,7 @@ RUNNERS = {
 
 def newest_inputs(output: str):
   """(examples uri, split counts, model uri) of the newest run in OUT/metadata.sqlite."""
-  store = run_record.open_store(os.path.join(output, 'metadata.sqlite'))
-  executions = {e['component']: e for e in run_record.run_executions(
-      store, run_record.latest_run(store))}
+  executions = run_record.executions_by_component(os.path.join(output, 'metadata.sqlite'))
   if 'SimCLRTrainer' not in executions:
     raise SystemExit(f'no trained model recorded in {output}: run `make run` first')
   examples = executions['ImageIngest']['outputs']['examples'][0]
@@ -56,18 +54,16 @@ def newest_inputs(output: str):
 
 def in_process(examples_uri: str, model_uri: str) -> int:
   """The served signature in a loop over every record, in served-size requests."""
-  serve = tf.saved_model.load(path_utils.serving_model_path(model_uri)).signatures[
-      trainer_contract.SERVING_SIGNATURE]
+  serve = io_utils.load_serving_signature(path_utils.serving_model_path(model_uri))
   count = 0
   for split in SPLITS:
     files = io_utils.split_files(os.path.join(examples_uri, f'Split-{split}'))
     for batch in tf.data.TFRecordDataset(files, compression_type='GZIP').batch(
         limits.MAX_REQUEST_IMAGES):
       records = [inference.parse_record(r) for r in batch.numpy()]
-      for request in limits.plan_batches([r['pixels'] for r in records]):
-        images = tf.constant([records[i]['image'] for i in request])
-        count += len(serve(**{trainer_contract.SERVING_INPUT: images})[
-            trainer_contract.SERVING_EMBEDDING])
+      requests = [tf.constant([records[i]['image'] for i in request])
+                  for request in limits.plan_batches([r['pixels'] for r in records])]
+      count += len(io_utils.embed_batches(serve, requests))
   return count
 
 

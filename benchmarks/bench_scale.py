@@ -31,9 +31,8 @@ from benchmarks import bench_perf, docs_section
 from components.dual_view_transform import dataset as dv_dataset
 from components.embedder import contract as embedder_contract
 from components.simclr_trainer import hardware
-from pipeline import runner
+from pipeline import run_record, runner
 from pipeline.config import build_config
-from pipeline import run_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'datasets', 'cifar10', 'train')
@@ -70,8 +69,7 @@ def run_dag(data_dir: str, out: str, precision: str) -> dict:
   config = build_config(output_dir=out, data_dir=data_dir,
                         set_args=[f'{k}={v}' for k, v in settings.items() if k != 'data_dir'])
   runner.run_pipeline(config, engine='local')
-  store = run_record.open_store(os.path.join(out, 'metadata.sqlite'))
-  return {e['component']: e for e in run_record.run_executions(store, run_record.latest_run(store))}
+  return run_record.executions_by_component(os.path.join(out, 'metadata.sqlite'))
 
 
 def measure(photos: str, work: str, count: int) -> dict:

@@ -9,6 +9,7 @@ import tensorflow as tf
 import schemas
 from components import limits
 from components.embedder import contract as embedder_contract
+from components.simclr_trainer import contract as trainer_contract
 
 _READ_BATCH = 256  # records read at a time; requests to serving_default: limits.plan_batches
 
@@ -49,6 +50,19 @@ def encoded_images(split_uri: str, limit: int) -> list:
   data = (tf.data.TFRecordDataset(split_files(split_uri), compression_type='GZIP')
           .map(lambda r: tf.io.parse_single_example(r, spec)[schemas.IMAGE_KEY]).take(limit))
   return [x.numpy() for x in data]
+
+
+def load_serving_signature(saved_model_dir: str):
+  """The exported SavedModel's served signature (encoded image bytes in, embedding out)."""
+  return tf.saved_model.load(saved_model_dir).signatures[trainer_contract.SERVING_SIGNATURE]
+
+
+def embed_batches(serving_fn, image_batches) -> np.ndarray:
+  """The served embeddings of batches of encoded images (each one request the signature
+  accepts: limits.plan_batches), concatenated in order."""
+  outputs = [serving_fn(**{trainer_contract.SERVING_INPUT: batch})[
+      trainer_contract.SERVING_EMBEDDING].numpy() for batch in image_batches]
+  return np.concatenate(outputs) if outputs else np.zeros([0, 0], np.float32)
 
 
 def read_labelled(split_uri: str, limit: int = 0):

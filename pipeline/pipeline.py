@@ -83,9 +83,8 @@ def create_components(config: PipelineConfig, where: dict | None = None,
                   serving_base_dir=where['serving'], params=PusherParams.of(config),
                   edge_model=edge.outputs['edge_model'] if edge else None,
                   examples=ingest.outputs['examples'])
-  return [node for node in (ingest, transform, resolver_node, trainer, embedder, evaluator, edge,
-                                  pusher)
-          if node is not None]
+  nodes = (ingest, transform, resolver_node, trainer, embedder, evaluator, edge, pusher)
+  return [node for node in nodes if node is not None]
 
 
 def _latest_blessed_model(config: PipelineConfig):

@@ -100,6 +100,14 @@ def run_executions(store: mlmd.MetadataStore, run_context) -> List[Dict[str, Any
   return result
 
 
+def executions_by_component(metadata_path: str, run_id: Optional[str] = None) -> Dict[str, Any]:
+  """The executions of a run (default: the latest one) in an MLMD store, by component."""
+  store = open_store(str(metadata_path))
+  run = (store.get_context_by_type_and_name('pipeline_run', run_id) if run_id
+         else latest_run(store))
+  return {e['component']: e for e in run_executions(store, run)}
+
+
 def _first_output(executions, type_suffix: str, key: str):
   for entry in executions:
     if entry['type'].endswith(type_suffix) and entry['outputs'].get(key):

@@ -197,7 +197,8 @@ def cmd_embed(args) -> int:
     model_dir = os.path.join(model_dir, str(version_dirs[-1]))  # a model base path: newest
   if not os.path.isfile(os.path.join(model_dir, 'saved_model.pb')):
     raise FileNotFoundError(f'no SavedModel (saved_model.pb) in {args.model} or its versions')
-  serve = tf.saved_model.load(model_dir).signatures['serving_default']
+  from components import io_utils  # pylint: disable=g-import-not-at-top
+  serve = io_utils.load_serving_signature(model_dir)
   vectors = _embed_in_requests(lambda images: serve(images=tf.constant(images)),
                                _read_images(args.images), args.output_key)
   return _print_rows(args.images, args.output_key, vectors)

@@ -40,10 +40,7 @@ def run_cli_reporting_imports(*args, timeout=300):
 def executions_by_component(metadata_path, run_id=None):
   """The executions of a run (default: the latest one) in an MLMD store, by component."""
   from pipeline import run_record
-  store = run_record.open_store(str(metadata_path))
-  run = (store.get_context_by_type_and_name('pipeline_run', run_id) if run_id
-         else run_record.latest_run(store))
-  return {e['component']: e for e in run_record.run_executions(store, run)}
+  return run_record.executions_by_component(metadata_path, run_id)
 
 
 def checkpoint_steps(out) -> list:

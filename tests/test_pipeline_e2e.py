@@ -102,13 +102,15 @@ def test_embedder_gives_every_image_the_served_models_embedding(local_run):
   process on the same bytes, image by image, and loses no record."""
   import schemas
   from components.embedder import contract
-  from components.linear_evaluator.executor import load_serving_fn
+  from tfx.utils import path_utils
+  from components import io_utils
   executions = executions_by_component(local_run[2])
   embeddings = executions['Embedder']['outputs']['embeddings'][0]
   examples = executions['ImageIngest']['outputs']['examples'][0]
   assert embeddings['properties'][contract.MODEL_URI] == (
       executions['SimCLRTrainer']['outputs']['model'][0]['uri'])
-  serve = load_serving_fn(embeddings['properties'][contract.MODEL_URI])
+  serve = io_utils.load_serving_signature(
+      path_utils.serving_model_path(embeddings['properties'][contract.MODEL_URI]))
   for split in ('train', 'eval'):
     got = {}
     for path in glob.glob(os.path.join(embeddings['uri'], f'Split-{split}', '*.gz')):

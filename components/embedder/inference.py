@@ -17,9 +17,8 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from components import limits
+from components import io_utils, limits
 from components.embedder import contract
-from components.simclr_trainer import contract as trainer_contract
 import schemas
 
 # The ingest's keys that an embedding record keeps: identity and label, not the image.
@@ -58,17 +57,13 @@ class ServingModelHandler(ModelHandler[Dict[str, Any], Dict[str, Any], Any]):
     self._saved_model_dir = saved_model_dir
 
   def load_model(self):
-    loaded = tf.saved_model.load(self._saved_model_dir)
-    return loaded.signatures[trainer_contract.SERVING_SIGNATURE]
+    return io_utils.load_serving_signature(self._saved_model_dir)
 
   def run_inference(self, batch: Sequence[Dict[str, Any]], model,
                     inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Dict[str, Any]]:
-    outputs = []
-    for request in limits.plan_batches([r['pixels'] for r in batch]):
-      images = tf.constant([batch[i]['image'] for i in request])
-      outputs.append(model(**{trainer_contract.SERVING_INPUT: images})[
-          trainer_contract.SERVING_EMBEDDING].numpy())
-    embeddings = np.concatenate(outputs).astype(np.float32)
+    requests = [tf.constant([batch[i]['image'] for i in request])
+                for request in limits.plan_batches([r['pixels'] for r in batch])]
+    embeddings = io_utils.embed_batches(model, requests).astype(np.float32)
     return [{**{k: v for k, v in record.items() if k not in ('image', 'pixels')},
              contract.EMBEDDING_KEY: embedding.tolist()}
             for record, embedding in zip(batch, embeddings)]

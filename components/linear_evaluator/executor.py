@@ -35,16 +35,6 @@ _RAW_PIXELS_MAX_SIDE = 32  # raw-pixel probe: at most 32x32x3 features, or it ta
 _CONTEXT_MAX_LABELLED = 2000  # context probes train on a class-balanced subset of this size
 
 
-def embed(serving_fn, image_batches) -> np.ndarray:
-  outputs = [serving_fn(images=batch)['embedding'].numpy() for batch in image_batches]
-  return np.concatenate(outputs) if outputs else np.zeros([0, 0], np.float32)
-
-
-def load_serving_fn(model_uri: str):
-  return tf.saved_model.load(path_utils.serving_model_path(model_uri)).signatures[
-      'serving_default']
-
-
 def _check_same_model(embeddings, model) -> None:
   computed_by = embeddings.get_string_custom_property(embedder_contract.MODEL_URI)
   if computed_by != model.uri:
@@ -212,11 +202,10 @@ class Executor(base_executor.BaseExecutor):
     if base.model_uri == model.uri or (base.pushed_version < 0 and base.model_id == model.id):
       metrics['baseline'] = dict(found, note='the baseline is this model')
       return metrics['linear_top1'], base.describe()
-    serving_fn = tf.saved_model.load(base.saved_model_dir).signatures[
-        trainer_contract.SERVING_SIGNATURE]
+    serving_fn = io_utils.load_serving_signature(base.saved_model_dir)
     train_images, train_y, eval_images, eval_y = images()
-    top1 = probe.linear_probe(embed(serving_fn, train_images), train_y,
-                              embed(serving_fn, eval_images), eval_y)['top1']
+    top1 = probe.linear_probe(io_utils.embed_batches(serving_fn, train_images), train_y,
+                              io_utils.embed_batches(serving_fn, eval_images), eval_y)['top1']
     metrics['baseline'] = dict(found, linear_top1=top1)
     metrics['baseline_linear_top1'] = top1
     return top1, base.describe()
