@@ -17,6 +17,8 @@ LABEL = 'label'  # int64: class index, -1 = unlabelled
 LABELLED = 'labelled'  # int64: 1 = the label may be used (ImageIngest's labelled fraction)
 CHANNEL_MEAN = 'channel_mean'  # float32 [3]: dataset mean of [0, 1] pixels per channel
 CHANNEL_STD = 'channel_std'  # float32 [3]
+SHA256 = 'sha256'  # string: the source image's content hash (ImageIngest), passed through so that
+# a labelled subset chosen in content-hash order is the same set in every component
 
 
 def declared_pixels(data: tf.Tensor) -> tf.Tensor:
@@ -100,6 +102,8 @@ def preprocessing_fn(inputs, image_size: int):
     outputs[LABEL] = tf.reshape(inputs[schemas.LABEL_KEY], [-1])
   if schemas.LABELLED_KEY in inputs:
     outputs[LABELLED] = tf.reshape(inputs[schemas.LABELLED_KEY], [-1])
+  if schemas.SHA256_KEY in inputs:
+    outputs[SHA256] = tf.reshape(inputs[schemas.SHA256_KEY], [-1])
   return outputs
 
 

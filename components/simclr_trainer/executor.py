@@ -83,6 +83,7 @@ def _record(model, model_run, params, inputs, outcome) -> None:
   for name, value in ((contract.EMBEDDING_DIM, outcome['embedding_dim']),
                       (contract.EMBEDDING_STAGES, params.embedding_stages),
                       (contract.PROJECTION_DIM, params.projection_dim),
+                      (contract.HEAD_LAYERS, params.head_layers),
                       (contract.IMAGE_SIZE, inputs.image_size),
                       (contract.LOCAL_CROPS, inputs.local_crops)):
     model.set_int_custom_property(name, value)
