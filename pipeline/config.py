@@ -17,9 +17,11 @@ import os
 from typing import Any, Dict, Iterable, List, Optional
 
 from components import baseline, limits
+from components.classifier_evaluator.params import ClassifierEvaluatorParams
 from components.dual_view_transform.params import TransformParams
 from components.edge_export.params import EdgeExportParams
 from components.errors import ConfigError
+from components.fine_tuner.params import FineTunerParams
 from components.image_ingest.params import IngestParams
 from components.linear_evaluator.params import EvaluatorParams
 from components.params import ComponentParams, check
@@ -28,7 +30,7 @@ from components.simclr_trainer import contract as trainer_contract
 from components.simclr_trainer.params import TrainerParams
 
 COMPONENT_PARAMS = (IngestParams, TransformParams, TrainerParams, EvaluatorParams,
-                    EdgeExportParams, PusherParams)
+                    FineTunerParams, ClassifierEvaluatorParams, EdgeExportParams, PusherParams)
 
 
 @dataclasses.dataclass
@@ -74,8 +76,9 @@ class RunSettings(ComponentParams):
 
 
 @dataclasses.dataclass
-class PipelineConfig(RunSettings, PusherParams, EdgeExportParams, EvaluatorParams, TrainerParams,
-                     TransformParams, IngestParams):
+class PipelineConfig(RunSettings, PusherParams, EdgeExportParams, ClassifierEvaluatorParams,
+                     FineTunerParams, EvaluatorParams, TrainerParams, TransformParams,
+                     IngestParams):
   """Every setting of a run: the fields of RunSettings and of each component's params."""
 
   def validate(self) -> 'PipelineConfig':
@@ -92,7 +95,9 @@ class PipelineConfig(RunSettings, PusherParams, EdgeExportParams, EvaluatorParam
 
 # Named presets: partial overrides applied on top of the defaults (before --config / --set).
 PRESETS: Dict[str, Dict[str, Any]] = {
-    'demo': {},
+    # `make run`: the embedded MNIST demo as this project's users have their data, a tenth of
+    # the train images labelled; the classifiers fine-tune on those labels.
+    'demo': {'labelled_fraction': 0.1},
     # A few steps on tiny images: for tests and smoke checks, not for quality.
     'smoke': {'image_size': 16, 'batch_size': 32, 'train_steps': 3, 'epochs': 1,
               'knn_monitor_every_epochs': 0, 'tflite_calibration_images': 20,
@@ -100,7 +105,11 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               # probe target would be decided by noise.
               'tflite_parity_images': 40, 'tflite_max_top1_drop': 0.1,
               'projection_dim': 16, 'width_multiplier': 0.25, 'checkpoint_every_steps': 2,
-              'bless_min_linear_top1': 0.0, 'knn_k': 5},
+              'bless_min_linear_top1': 0.0, 'knn_k': 5, 'labelled_fraction': 1.0,
+              # The classifier stages are off; a test that checks them turns them on, tiny.
+              'finetune': False, 'finetune_epochs': 2, 'distill_epochs': 1,
+              'finetune_batch_size': 16, 'bless_min_classifier_top1': 0.0,
+              'classifier_top_k': 3},
     # Any folder of small photos, a first look in minutes on a CPU: the demo's small ResNet in
     # bfloat16 where the CPU has it natively (precision auto), with the photo augmentations
     # (flips, colour strength 0.5).
@@ -143,7 +152,12 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               'temperature': 0.1, 'color_jitter_strength': 0.5, 'crop_scale_min': 0.2,
               'hflip': True, 'eval_percent': 5, 'labelled_fraction': 0.1,
               'knn_monitor_every_epochs': 5, 'checkpoint_every_steps': 185, 'keep_checkpoints': 0,
-              'bless_min_linear_top1': 0.3, 'embedding_stages': 4, 'embedding_pool': 'avg_max'},
+              'bless_min_linear_top1': 0.3, 'embedding_stages': 4, 'embedding_pool': 'avg_max',
+              # SimCLRv2's stages after pretraining, within 10 more minutes on 2 cores:
+              # fine-tune 2.5, distil 3.5, the supervised comparison 2.5 (the same budget as
+              # the fine-tuning); the epochs are only caps.
+              'finetune_epochs': 200, 'finetune_minutes': 2.5, 'distill_epochs': 20,
+              'distill_minutes': 3.5, 'bless_min_classifier_top1': 0.3},
 }
 
 

@@ -1,7 +1,8 @@
 """create_pipeline(config): the components of simclr-tfx as one TFX DAG.
 
 ImageIngest -> DualViewTransform -> SimCLRTrainer -> Embedder -> LinearEvaluator -> Pusher,
-and EdgeExport beside the evaluator.
+with EdgeExport beside the evaluator; and from the trainer, FineTuner -> ClassifierEvaluator ->
+the classifier's own EdgeExport and Pusher (<model_name>_classifier).
 Output layout under config.output_dir (OUT):
   OUT/metadata.sqlite               ML Metadata store (SQLite)
   OUT/pipeline_root/                every artifact; trainer checkpoints in _checkpoints/
@@ -19,11 +20,16 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.types import channel, standard_artifacts
 
 from components import baseline
+from components.classifier_evaluator.component import ClassifierEvaluator
+from components.classifier_evaluator.params import ClassifierEvaluatorParams
 from components.dual_view_transform.component import DualViewTransform
 from components.dual_view_transform.params import TransformParams
 from components.edge_export.component import EdgeExport
-from components.embedder.component import Embedder
 from components.edge_export.params import EdgeExportParams
+from components.embedder.component import Embedder
+from components.fine_tuner import contract as finetune_contract
+from components.fine_tuner.component import FineTuner
+from components.fine_tuner.params import FineTunerParams
 from components.image_ingest import images
 from components.image_ingest.component import ImageIngest
 from components.image_ingest.params import IngestParams
@@ -83,8 +89,40 @@ def create_components(config: PipelineConfig, where: dict | None = None,
                   serving_base_dir=where['serving'], params=PusherParams.of(config),
                   edge_model=edge.outputs['edge_model'] if edge else None,
                   examples=ingest.outputs['examples'])
-  nodes = (ingest, transform, resolver_node, trainer, embedder, evaluator, edge, pusher)
+  nodes = [ingest, transform, resolver_node, trainer, embedder, evaluator, edge, pusher]
+  if config.finetune:
+    nodes += _classifier_nodes(config, where, ingest, transform, trainer, embedder, pusher)
   return [node for node in nodes if node is not None]
+
+
+def _classifier_nodes(config, where, ingest, transform, trainer, embedder, pusher) -> list:
+  """FineTuner -> ClassifierEvaluator -> the classifier's EdgeExport and Pusher, which
+  publishes it as <model_name>_classifier beside the encoder."""
+  tuner = FineTuner(transformed_examples=transform.outputs['transformed_examples'],
+                    transform_graph=transform.outputs['transform_graph'],
+                    model=trainer.outputs['model'], examples=ingest.outputs['examples'],
+                    params=FineTunerParams.of(config), checkpoint_root=where['checkpoints'])
+  evaluator = ClassifierEvaluator(
+      examples=ingest.outputs['examples'], classifier=tuner.outputs['classifier'],
+      finetune_run=tuner.outputs['finetune_run'], embeddings=embedder.outputs['embeddings'],
+      params=ClassifierEvaluatorParams.of(config))
+  edge = (EdgeExport(model=tuner.outputs['classifier'], examples=ingest.outputs['examples'],
+                     params=EdgeExportParams.of(config)).with_id(CLASSIFIER_EDGE_EXPORT)
+          if config.edge_export else None)
+  params = dataclasses.replace(PusherParams.of(config), model_name=classifier_model_name(config))
+  pusher = Pusher(model=tuner.outputs['classifier'], model_blessing=evaluator.outputs['blessing'],
+                  serving_base_dir=where['serving'], params=params,
+                  edge_model=edge.outputs['edge_model'] if edge else None,
+                  examples=ingest.outputs['examples'],
+                  encoder_push=pusher.outputs['pushed_model']).with_id(CLASSIFIER_PUSHER)
+  return [tuner, evaluator, edge, pusher]
+
+
+CLASSIFIER_EDGE_EXPORT, CLASSIFIER_PUSHER = 'ClassifierEdgeExport', 'ClassifierPusher'
+
+
+def classifier_model_name(config: PipelineConfig) -> str:
+  return config.model_name + finetune_contract.CLASSIFIER_MODEL_SUFFIX
 
 
 def _latest_blessed_model(config: PipelineConfig):

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
+from components.classifier_evaluator import contract as classifier_contract
 from components.image_ingest import contract as ingest_contract
 from components.linear_evaluator import contract as evaluator_contract
 from components.params import EXEC_PROPERTY as PARAMS_PROPERTY
@@ -154,7 +155,33 @@ def run_summary(metadata_path: str, pipeline_name: Optional[str] = None) -> Dict
       'blessing_reason': metrics.get('blessing_reason'),
       **_ingest_counts(report),
       'tensorboard_logdir': run_log['uri'] if run_log else None,
+      'classifier': _classifier_summary(executions),
   }
+
+
+def _classifier_summary(executions) -> Optional[Dict[str, Any]]:
+  """The classifier's part of a run (None when the DAG has no FineTuner): the four models'
+  top-1 and ECE, the blessing and where the classifier was pushed."""
+  evaluation = _first_output(executions, 'ClassifierEvaluator', 'evaluation')
+  if not evaluation:
+    return None
+  path = os.path.join(evaluation['uri'], classifier_contract.METRICS_FILE)
+  metrics = {}
+  if os.path.isfile(path):
+    with open(path, encoding='utf-8') as f:
+      metrics = json.load(f)
+  pushed = _first_output(executions, 'ClassifierPusher', 'pushed_model')
+  props = pushed['properties'] if pushed else {}
+  return {'served_model': metrics.get('served_model'), 'num_labels': metrics.get('num_labels'),
+          'top1': {m: v['top1'] for m, v in metrics.get('models', {}).items()},
+          'ece': {m: v['ece'] for m, v in metrics.get('models', {}).items()},
+          'blessed': metrics.get('blessed'), 'blessing_reason': metrics.get('blessing_reason'),
+          'evaluation_dir': evaluation['uri'],
+          'pushed': bool(props.get(pusher_contract.PUSHED)),
+          'pushed_destination': props.get(pusher_contract.PUSHED_DESTINATION),
+          'pushed_version': props.get(pusher_contract.PUSHED_VERSION),
+          'push_reason': props.get(pusher_contract.REASON),
+          'edge_models': props.get(pusher_contract.EDGE_MODELS)}
 
 
 def _ingest_counts(report) -> Dict[str, Any]:

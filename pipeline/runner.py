@@ -64,6 +64,18 @@ def run_pipeline(config: PipelineConfig, engine: str = 'local') -> Dict[str, Any
   return summary
 
 
+def _classifier_lines(classifier, pct) -> list:
+  if not classifier:
+    return []
+  top1 = ', '.join(f'{model} {pct(value)}' for model, value in classifier['top1'].items())
+  where = (f"{classifier['pushed_destination']} (version {classifier['pushed_version']})"
+           if classifier['pushed'] else f"not pushed ({classifier['push_reason']})")
+  return [f"classifier    top-1 {top1} ({classifier['num_labels']} labels; serving the "
+          f"{classifier['served_model']} model)",
+          f"              {classifier['blessing_reason']}",
+          f"              {where}"]
+
+
 def format_summary(summary: Dict[str, Any]) -> str:
   def pct(v):
     return f'{100 * v:.1f}%' if isinstance(v, (int, float)) else 'n/a'
@@ -86,6 +98,7 @@ def format_summary(summary: Dict[str, Any]) -> str:
       f"model         {where}",
       f"serving       models.config {summary.get('models_config') or 'n/a'}",
       f"edge (TFLite) {summary.get('edge_models') or 'none'}",
+      *_classifier_lines(summary.get('classifier'), pct),
       f"TensorBoard   tensorboard --logdir {summary['tensorboard_logdir']}",
       f"metadata      {summary['metadata']}  (run {summary['run_id']}, {summary['engine']} "
       f"engine, {summary['wall_seconds']}s)",

@@ -1,4 +1,4 @@
-"""The `simclr-tfx` command line: run the pipeline, read its lineage, embed images."""
+"""The `simclr-tfx` command line: run the pipeline, read its lineage, embed and classify images."""
 from __future__ import annotations
 
 import argparse
@@ -64,7 +64,8 @@ def cmd_lineage(args) -> int:
     return 0
   if args.run:
     return _print_run(metadata_path, args.json)
-  chain = lineage.model_lineage(metadata_path, args.version)
+  chain = lineage.model_lineage(metadata_path, args.version,
+                                'classifier' if args.classifier else 'encoder')
   if args.dot:
     dot_text = lineage.to_dot(chain['graph'])
     with open(args.dot, 'w', encoding='utf-8') as f:
@@ -158,13 +159,18 @@ def _read_images(paths):
   return images
 
 
-def _embed_in_requests(predict, images, key):
-  """predict(list of encoded images) -> {key: [n, D]}, called once per request that the
+def _in_requests(predict, images) -> dict:
+  """predict(list of encoded images) -> {output: [n, ...]}, called once per request that the
   serving signature accepts (limits.plan_batches over the headers); rows in input order."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from components import limits  # pylint: disable=g-import-not-at-top
-  return np.concatenate([np.asarray(predict([images[i] for i in batch])[key])
-                         for batch in limits.plan_batches(limits.header_pixels(images))])
+  answers = [predict([images[i] for i in batch])
+             for batch in limits.plan_batches(limits.header_pixels(images))]
+  return {key: np.concatenate([np.asarray(a[key]) for a in answers]) for key in answers[0]}
+
+
+def _embed_in_requests(predict, images, key):
+  return _in_requests(predict, images)[key]
 
 
 def _print_rows(paths, key, vectors) -> int:
@@ -175,7 +181,6 @@ def _print_rows(paths, key, vectors) -> int:
 
 def cmd_embed(args) -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.pusher import push  # pylint: disable=g-import-not-at-top
   if args.tflite:
     from components.edge_export import tflite  # pylint: disable=g-import-not-at-top
     encoder = tflite.TFLiteEncoder(args.tflite, num_threads=args.threads)
@@ -191,17 +196,100 @@ def cmd_embed(args) -> int:
     return _print_rows(args.images, args.output_key, vectors)
   if not args.model:
     raise ConfigError('embed needs --model DIR, --server HOST:PORT or --tflite FILE')
-  model_dir = args.model
-  version_dirs = push.versions(model_dir)
-  if not os.path.isfile(os.path.join(model_dir, 'saved_model.pb')) and version_dirs:
-    model_dir = os.path.join(model_dir, str(version_dirs[-1]))  # a model base path: newest
-  if not os.path.isfile(os.path.join(model_dir, 'saved_model.pb')):
-    raise FileNotFoundError(f'no SavedModel (saved_model.pb) in {args.model} or its versions')
+  model_dir = _saved_model_dir(args.model)
   from components import io_utils  # pylint: disable=g-import-not-at-top
   serve = io_utils.load_serving_signature(model_dir)
   vectors = _embed_in_requests(lambda images: serve(images=tf.constant(images)),
                                _read_images(args.images), args.output_key)
   return _print_rows(args.images, args.output_key, vectors)
+
+
+def _saved_model_dir(path: str) -> str:
+  """A SavedModel folder, or the newest version of a model base path."""
+  from components.pusher import push  # pylint: disable=g-import-not-at-top
+  version_dirs = push.versions(path)
+  if not os.path.isfile(os.path.join(path, 'saved_model.pb')) and version_dirs:
+    path = os.path.join(path, str(version_dirs[-1]))
+  if not os.path.isfile(os.path.join(path, 'saved_model.pb')):
+    raise FileNotFoundError(f'no SavedModel (saved_model.pb) in {path} or its versions')
+  return path
+
+
+def _tflite_top_k(args, images):
+  """(class names, probabilities) [n, k] of a .tflite classifier, whose class names are in
+  labels.txt beside it (or --labels)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from components.edge_export import contract as edge_contract, tflite  # pylint: disable=g-import-not-at-top
+  labels_path = args.labels or os.path.join(os.path.dirname(os.path.abspath(args.tflite)),
+                                            edge_contract.LABELS_FILE)
+  if not os.path.isfile(labels_path):
+    raise FileNotFoundError(f'no class names for {args.tflite}: {labels_path} is missing '
+                            '(pass --labels FILE, one class name per line)')
+  with open(labels_path, encoding='utf-8') as f:
+    names = np.array([line.rstrip('\n') for line in f if line.strip()])
+  model = tflite.TFLiteEncoder(args.tflite, num_threads=args.threads)
+  probabilities = model.embed(tflite.decode_pixels(images, model.image_size))
+  if probabilities.shape[1] != len(names):
+    raise ValueError(f'{args.tflite} gives {probabilities.shape[1]} outputs but {labels_path} '
+                     f'names {len(names)} classes: is it a classifier and its labels file?')
+  order = np.argsort(-probabilities, axis=1)
+  return names[order], np.take_along_axis(probabilities, order, axis=1)
+
+
+def cmd_classify(args) -> int:
+  """Top-k class names and probabilities of image files, from the pushed classifier."""
+  from components.fine_tuner import contract  # pylint: disable=g-import-not-at-top
+  images = _read_images(args.images)
+  if args.tflite:
+    names, probabilities = _tflite_top_k(args, images)
+  else:
+    if args.server:
+      from simclr_tools import serving_client  # pylint: disable=g-import-not-at-top
+      predict = (serving_client.grpc_predict if args.protocol == 'grpc'
+                 else serving_client.rest_predict)
+      call = lambda batch: predict(args.server, args.model_name, batch, version=args.version)
+    elif args.model:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      serve = tf.saved_model.load(_saved_model_dir(args.model)).signatures[
+          contract.SERVING_SIGNATURE]
+      call = lambda batch: {k: v.numpy() for k, v in serve(images=tf.constant(batch)).items()}
+    else:
+      raise ConfigError('classify needs --model DIR, --server HOST:PORT or --tflite FILE')
+    answers = _in_requests(call, images)
+    names, probabilities = (answers[contract.CLASSES_OUTPUT],
+                            answers[contract.PROBABILITIES_OUTPUT])
+  rows = [{'image': path, 'classes': [c.decode() if isinstance(c, bytes) else str(c)
+                                      for c in row_names[:args.top_k]],
+           'probabilities': [round(float(p), 6) for p in row_probabilities[:args.top_k]]}
+          for path, row_names, row_probabilities in zip(args.images, names, probabilities)]
+  print(json.dumps(rows))
+  return 0
+
+
+def _add_classify_parser(sub) -> None:
+  from components.fine_tuner import contract  # pylint: disable=g-import-not-at-top
+  from components.pusher.params import PusherParams  # pylint: disable=g-import-not-at-top
+  cls = sub.add_parser('classify', help='top-k class names and probabilities of image files, '
+                       'from the pushed classifier, a TF Serving server or a TFLite file')
+  cls.add_argument('--model', help='the classifier\'s SavedModel folder, or its model base '
+                   'path (<serving>/<model_name>_classifier: the newest version is used)')
+  cls.add_argument('--tflite', help='a .tflite classifier (<version>/tflite/classifier.tflite); '
+                   'its class names are read from labels.txt beside it')
+  cls.add_argument('--labels', help='class names for --tflite, one per line (default: '
+                   'labels.txt beside the file)')
+  cls.add_argument('--server', metavar='HOST:PORT',
+                   help='a TF Serving model server (REST 8501 or gRPC 8500)')
+  cls.add_argument('--protocol', choices=('rest', 'grpc'), default='rest',
+                   help='API of --server (default rest)')
+  cls.add_argument('--model-name', default=PusherParams.model_name +
+                   contract.CLASSIFIER_MODEL_SUFFIX, help='model name on --server')
+  cls.add_argument('--version', type=int, default=None,
+                   help='a specific version on --server (default: what it serves)')
+  cls.add_argument('--threads', type=int, default=1, help='TFLite interpreter threads')
+  cls.add_argument('--top-k', type=int, default=5,
+                   help='answers per image, at most what the model returns (default 5)')
+  cls.add_argument('images', nargs='+', help='image files (JPEG, PNG, BMP)')
+  cls.set_defaults(func=cmd_classify)
 
 
 def main(argv=None) -> int:
@@ -222,6 +310,9 @@ def main(argv=None) -> int:
                        'pushed version), or every model trained from a data fingerprint')
   lin.add_argument('--output', default='out', help='the OUT folder of a run')
   lin.add_argument('--version', type=int, default=None, help='a pushed version (default: newest)')
+  lin.add_argument('--classifier', action='store_true',
+                   help='a version of the classifier (<model_name>_classifier) instead of the '
+                   'encoder: its chain includes the encoder version it was fine-tuned from')
   lin.add_argument('--data-fingerprint', metavar='FP',
                    help='forward: models trained from ingested data with this fingerprint '
                    '(a prefix is enough)')
@@ -308,6 +399,7 @@ def main(argv=None) -> int:
                    'requests as the served limits need (docs/serving.md)')
   emb.set_defaults(func=cmd_embed)
 
+  _add_classify_parser(sub)
   args = parser.parse_args(argv)
   _quiet_tf()
   logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -15,7 +15,9 @@ from pipeline.run_record import (_INPUT_EVENTS, _OUTPUT_EVENTS, STATE_NAMES, _co
 # Lineage of a served model, and models per data fingerprint.
 
 CHAIN_ORDER = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'Embedder', 'EdgeExport',
-               'LinearEvaluator', 'Pusher')
+               'LinearEvaluator', 'Pusher', 'FineTuner', 'ClassifierEvaluator',
+               'ClassifierEdgeExport', 'ClassifierPusher')
+KINDS = ('encoder', 'classifier')  # what a pushed model is (the PushedModel's `kind`)
 _COMPLETE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
 
@@ -91,24 +93,27 @@ def _artifacts_of_type(store, type_name: str):
     return []
 
 
-def pushed_models(store) -> List[Any]:
-  """PushedModel artifacts that reached serving, oldest first."""
+def pushed_models(store, kind: str = 'encoder') -> List[Any]:
+  """PushedModel artifacts of one kind of model that reached serving, oldest first."""
   pushed = [a for a in _artifacts_of_type(store, 'PushedModel')
-            if int(properties(a).get('pushed') or 0) == 1]
+            if int(properties(a).get('pushed') or 0) == 1 and
+            (properties(a).get('kind') or 'encoder') == kind]
   return sorted(pushed, key=lambda a: a.id)
 
 
-def model_lineage(metadata_path: str, version: Optional[int] = None) -> Dict[str, Any]:
-  """The chain behind a pushed version (default: the newest): pushed model <- blessing and
-  evaluation <- trainer execution and its parameters <- transform <- ingest (source folder, data
-  fingerprint, counts), plus the whole upstream graph of executions and artifacts."""
+def model_lineage(metadata_path: str, version: Optional[int] = None,
+                  kind: str = 'encoder') -> Dict[str, Any]:
+  """The chain behind a pushed version of the encoder or of the classifier (default: the
+  newest): pushed model <- blessing and evaluation <- trainer (and for a classifier the
+  FineTuner, and the encoder's push it came from) and their parameters <- transform <- ingest
+  (source folder, data fingerprint, counts), plus the whole upstream graph."""
   store = open_store(metadata_path)
-  pushed = pushed_models(store)
+  pushed = pushed_models(store, kind)
   if version is not None:
     pushed = [a for a in pushed if str(properties(a).get('pushed_version')) == str(version)]
   if not pushed:
-    known = [properties(a).get('pushed_version') for a in pushed_models(store)]
-    raise LookupError(f'no pushed model{"" if version is None else f" version {version}"} in '
+    known = [properties(a).get('pushed_version') for a in pushed_models(store, kind)]
+    raise LookupError(f'no pushed {kind}{"" if version is None else f" version {version}"} in '
                       f'{metadata_path}; pushed versions: {known or "none"}')
   target = pushed[-1]
   graph = _Graph(store)
@@ -119,8 +124,9 @@ def model_lineage(metadata_path: str, version: Optional[int] = None) -> Dict[str
     if node['kind'] == 'execution' and node['component'] in CHAIN_ORDER:
       steps[node['component']] = _step(node, data)
   pushed_props = properties(target)
-  return {'pushed_version': pushed_props.get('pushed_version'),
+  return {'kind': kind, 'pushed_version': pushed_props.get('pushed_version'),
           'pushed_destination': pushed_props.get('pushed_destination'),
+          'encoder_version': pushed_props.get('encoder_version'),
           'pushed_model_id': target.id,
           'chain': [steps[c] for c in CHAIN_ORDER if c in steps],
           'graph': data}
@@ -239,7 +245,12 @@ def render_png(dot_text: str, png_path: str) -> bool:
 
 def format_chain(lineage: Dict[str, Any]) -> str:
   """The chain as a text table, ingest first."""
-  lines = [f"pushed version {lineage['pushed_version']} -> {lineage['pushed_destination']}", '']
+  lines = [f"pushed {lineage.get('kind', 'encoder')} version {lineage['pushed_version']} -> "
+           f"{lineage['pushed_destination']}", '']
+  if lineage.get('encoder_version') is not None:
+    encoder = lineage['encoder_version']
+    lines.insert(1, f"fine-tuned from encoder version {encoder}" if encoder >= 0 else
+                 'fine-tuned from an encoder that was not pushed')
   rows = [('step', 'execution', 'state', 'what')]
   for step in lineage['chain']:
     rows.append((step['component'], f"#{step['execution_id']}", step['state'],
@@ -283,6 +294,17 @@ _FACTS = {
         f"{ev.get('blessing_reason')}")),
     'Pusher': ('PushedModel', lambda p, _: (
         f"version {p.get('pushed_version')} -> {p.get('pushed_destination')}")),
+    'FineTuner': ('Model', lambda m, _: (
+        f"{m.get('served_stage')} {m.get('backbone')} classifier, {m.get('num_labels')} labels "
+        f"({m.get('num_classes')} classes), from encoder {m.get('encoder_model_uri')}")),
+    'ClassifierEvaluator': ('ModelEvaluation', lambda ev, _: (
+        f"top-1 linear probe {ev.get('linear_probe_top1')}, fine-tuned "
+        f"{ev.get('finetuned_top1')}, distilled {ev.get('distilled_top1')}, supervised "
+        f"{ev.get('supervised_top1')}; {ev.get('blessing_reason')}")),
+    'ClassifierEdgeExport': ('EdgeModel', lambda e, _: f"int8 {e.get('int8_reason')}"),
+    'ClassifierPusher': ('PushedModel', lambda p, _: (
+        f"version {p.get('pushed_version')} -> {p.get('pushed_destination')}, encoder version "
+        f"{p.get('encoder_version')}")),
 }
 
 

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from components.classifier_evaluator import contract as classifier_contract
 from components.dual_view_transform import contract as transform_contract
 from components.linear_evaluator import contract as evaluator_contract
 from pipeline import run_record
@@ -23,8 +24,10 @@ from simclr_tools import svg_graph
 REPORT_FILE = 'report.html'
 CURVES = (('loss', 'NT-Xent loss'), ('contrastive_accuracy', 'contrastive accuracy'),
           ('learning_rate', 'learning rate'), ('knn_top1', 'kNN monitor top-1'))
+CLASSIFIER_SECTION = 'Classifier: linear probe, fine-tuned, distilled, supervised'
 SECTIONS = ('Run', 'Lineage graph', 'Metrics', 'Training curves', 'Trainer hyper-parameters',
-            'Augmentation preview', 'Embedding map', 'Confusion matrix', 'Querying lineage')
+            'Augmentation preview', 'Embedding map', 'Confusion matrix', CLASSIFIER_SECTION,
+            'Querying lineage')
 
 _CSS = """
 body{font-family:sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -239,6 +242,33 @@ def _metrics(metrics: Dict[str, Any], evaluation_uri: Optional[str]) -> str:
   return '\n'.join(parts)
 
 
+def _classifier(executions) -> str:
+  """The four-model comparison of ClassifierEvaluator, the served one's confusion matrix and
+  where the classifier went."""
+  evaluation_uri = _output_uri(_find(executions, 'ClassifierEvaluator'), 'evaluation')
+  path = os.path.join(evaluation_uri or '', classifier_contract.METRICS_FILE)
+  if not evaluation_uri or not os.path.isfile(path):
+    return '<p class="muted">no classifier in this run (finetune=false)</p>'
+  with open(path, encoding='utf-8') as f:
+    metrics = json.load(f)
+  rows = [(name + (' (served)' if name == metrics['served_model'] else ''),
+           _pct(values['top1']), f"{values['ece']:.3f}", values['num_eval'])
+          for name, values in metrics['models'].items()]
+  served = metrics['models'][metrics['served_model']]
+  per_class = _table([(c, _pct(v)) for c, v in served['per_class_top1'].items()],
+                     ('class', 'top-1 of the served classifier'))
+  pushed = _output_props(_find(executions, 'ClassifierPusher'), 'pushed_model')
+  where = (f"pushed as version {pushed.get('pushed_version')} to "
+           f"{_esc(pushed.get('pushed_destination'))}" if pushed.get('pushed')
+           else f"not pushed: {_esc(pushed.get('reason', 'no ClassifierPusher output'))}")
+  return '\n'.join([
+      f"<p>{metrics['num_labels']} labelled train images; {_esc(metrics['blessing_reason'])}; "
+      f'{where}</p>',
+      _table(rows, ('model', 'top-1', 'expected calibration error', 'eval images')), per_class,
+      _img_file(os.path.join(evaluation_uri, classifier_contract.CONFUSION_PNG),
+                'classifier confusion matrix')])
+
+
 def curves_png(scalars: Dict[str, List[Tuple[int, float]]]) -> Optional[bytes]:
   """One PNG with a panel per training curve that has data, or None when there is none."""
   present = [(tag, title) for tag, title in CURVES if scalars.get(tag)]
@@ -316,6 +346,7 @@ def build_report(output_dir: str) -> str:
                '</p>' + image(transform_uri, transform_contract.PREVIEW_FILE, 'augmentation preview')),
       _section('Embedding map', image(evaluation_uri, evaluator_contract.EMBEDDING_MAP_PNG, 'embedding map')),
       _section('Confusion matrix', image(evaluation_uri, evaluator_contract.CONFUSION_PNG, 'confusion matrix')),
+      _section(CLASSIFIER_SECTION, _classifier(executions)),
       _footer(os.path.abspath(output_dir), data['metadata_path']),
   ]
   return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

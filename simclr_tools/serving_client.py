@@ -1,7 +1,7 @@
-"""Clients for a running TF Serving model server: embeddings for encoded images over REST (port
-8501, JSON with base64 image bytes) or gRPC (port 8500, tensorflow-serving-api's
-PredictionService). Both ask the `serving_default` signature by default and return numpy arrays
-per output name."""
+"""Clients for a running TF Serving model server: the encoder's embeddings or the classifier's
+top-k for encoded images, over REST (port 8501, JSON with base64 image bytes) or gRPC (port
+8500, tensorflow-serving-api's PredictionService). Both ask the `serving_default` signature by
+default and return numpy arrays per output name (a classifier's class names as str)."""
 from __future__ import annotations
 
 import base64
@@ -44,8 +44,15 @@ def rest_predict(address: str, model_name: str, images: Sequence[bytes],
     raise ServingError(f'cannot reach TF Serving REST at {url}: {e}') from None
   outputs = answer.get('outputs')
   if isinstance(outputs, dict):
-    return {key: np.asarray(value, np.float32) for key, value in outputs.items()}
-  return {'output': np.asarray(outputs, np.float32)}  # a single unnamed output
+    return {key: _as_array(value) for key, value in outputs.items()}
+  return {'output': _as_array(outputs)}  # a single unnamed output
+
+
+def _as_array(value) -> np.ndarray:
+  """A JSON output as an array: numbers as float32 (the served dtype of the embeddings and
+  probabilities), integers as integers, strings (a classifier's class names) as str."""
+  array = np.asarray(value)
+  return array.astype(np.float32) if array.dtype.kind == 'f' else array
 
 
 def grpc_predict(address: str, model_name: str, images: Sequence[bytes],
@@ -70,4 +77,6 @@ def grpc_predict(address: str, model_name: str, images: Sequence[bytes],
       response = stub.Predict(request, timeout=timeout)
     except grpc.RpcError as e:
       raise ServingError(f'TF Serving gRPC at {address}: {e.code().name}: {e.details()}') from None
-  return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+  outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+  return {key: (value.astype(str) if value.dtype == object else value)
+          for key, value in outputs.items()}

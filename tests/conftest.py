@@ -151,13 +151,18 @@ def smoke_config(data_dir, out, **overrides):
                       set_args=[f'{k}={v}' for k, v in overrides.items()])
 
 
+LOCAL_RUN_FINETUNE = {'finetune_epochs': 10, 'distill_epochs': 3}
+
+
 @pytest.fixture(scope='session')
 def local_run(mnist_subset, tmp_path_factory):
   """One smoke run of the whole DAG with LocalDagRunner, shared by the tests that read what it
   wrote: (config, summary, metadata path)."""
   from pipeline import runner
   out = tmp_path_factory.mktemp('local_run')
-  config = smoke_config(mnist_subset, out)
+  # With the classifier stages (off in the smoke preset), long enough to beat the smoke
+  # encoder's probe: the classifier is blessed and pushed.
+  config = smoke_config(mnist_subset, out, finetune='true', **LOCAL_RUN_FINETUNE)
   summary = runner.run_pipeline(config, engine='local')
   return config, summary, os.path.join(str(out), 'metadata.sqlite')
 

@@ -36,6 +36,14 @@ def status_message(error: Exception) -> str:
   return lines[0] if lines else repr(error)
 
 
+def _json_value(tensor):
+  """A tensor as TF Serving's REST API writes it: strings as JSON strings (UTF-8 text)."""
+  array = np.asarray(tensor)
+  if array.dtype == object:
+    return np.vectorize(lambda b: b.decode('utf-8'), otypes=[object])(array).tolist()
+  return array.tolist()
+
+
 class _Models:
   def __init__(self, model_name: str, model_base: str):
     self.model_name, self.model_base = model_name, model_base
@@ -159,12 +167,12 @@ class TFServingDouble:
               (only_key,) = fn.structured_input_signature[1]
               inputs = {only_key: inputs}
             outputs = fn(**{k: tf.constant(_decode(v)) for k, v in inputs.items()})
-            return self._reply(200, {'outputs': {k: v.numpy().tolist()
+            return self._reply(200, {'outputs': {k: _json_value(v)
                                                  for k, v in outputs.items()}})
           (only_key,) = fn.structured_input_signature[1]
           outputs = fn(**{only_key: tf.constant(_decode(body['instances']))})
           rows = [dict(zip(outputs, values)) for values in
-                  zip(*[np.asarray(v).tolist() for v in outputs.values()])]
+                  zip(*[_json_value(v) for v in outputs.values()])]
           return self._reply(200, {'predictions': rows})
         except (tf.errors.OpError, TypeError, ValueError, KeyError) as e:
           return self._reply(400, {'error': status_message(e)})

@@ -240,10 +240,14 @@ def test_each_setting_has_one_default_in_its_components_params(mnist_subset, tmp
                         set_args=['serving_keep_versions=7', 'probe_fractions=0.5',
                                   'hflip=true', 'learning_rate=2.5', 'tflite_parity_images=9',
                                   'max_bad_fraction=0'])
-  nodes = {type(c).__name__: c for c in create_components(config)}
-  for name, cls in (('ImageIngest', COMPONENT_PARAMS[0]), ('DualViewTransform', COMPONENT_PARAMS[1]),
-                    ('SimCLRTrainer', COMPONENT_PARAMS[2]), ('LinearEvaluator', COMPONENT_PARAMS[3]),
-                    ('EdgeExport', COMPONENT_PARAMS[4]), ('Pusher', COMPONENT_PARAMS[5])):
+  nodes = {c.id: c for c in create_components(config)}
+  owner = {'ImageIngest': 'IngestParams', 'DualViewTransform': 'TransformParams',
+           'SimCLRTrainer': 'TrainerParams', 'LinearEvaluator': 'EvaluatorParams',
+           'FineTuner': 'FineTunerParams', 'ClassifierEvaluator': 'ClassifierEvaluatorParams',
+           'EdgeExport': 'EdgeExportParams', 'Pusher': 'PusherParams'}
+  by_name = {cls.__name__: cls for cls in COMPONENT_PARAMS}
+  assert set(owner.values()) == set(by_name)
+  for name, cls in ((node, by_name[params]) for node, params in owner.items()):
     spec = nodes[name].spec
     assert not spec.PARAMETERS[EXEC_PROPERTY].optional
     params = cls.from_json(nodes[name].exec_properties[EXEC_PROPERTY])

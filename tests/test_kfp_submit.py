@@ -140,7 +140,7 @@ def test_dockerfile_import_check_names_every_executor():
   modules = set(re.fullmatch(r'import (.+)', code).group(1).replace(' ', '').split(','))
   executors = {os.path.relpath(p, REPO)[:-3].replace(os.sep, '.')
                for p in glob.glob(os.path.join(REPO, 'components', '*', 'executor.py'))}
-  assert len(executors) == 7, executors
+  assert len(executors) == 9, executors
   assert executors <= modules, executors - modules
   assert 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor' in modules
 

@@ -57,7 +57,7 @@ def test_cli_text_json_dot_and_png(three_runs, tmp_path, capsys):
   out, first, second, _ = three_runs
   assert cli.main(['lineage', '--output', out]) == 0
   text = capsys.readouterr().out
-  assert f"pushed version {second['pushed_version']}" in text
+  assert f"pushed encoder version {second['pushed_version']}" in text
   assert second['data_fingerprint'][:16] in text and 'trainer parameters' in text
   assert cli.main(['lineage', '--output', out, '--json', '--dot', str(tmp_path / 'g.dot'),
                    '--png', str(tmp_path / 'g.png')]) == 0

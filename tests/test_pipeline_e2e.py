@@ -21,7 +21,8 @@ from tests.conftest import REPO, executions_by_component, png_bytes, smoke_confi
 pytestmark = pytest.mark.slow
 
 COMPONENTS = ('ImageIngest', 'DualViewTransform', 'SimCLRTrainer', 'Embedder', 'LinearEvaluator',
-              'EdgeExport', 'Pusher')
+              'EdgeExport', 'Pusher', 'FineTuner', 'ClassifierEvaluator', 'ClassifierEdgeExport',
+              'ClassifierPusher')
 # Every run also has the resolver node that finds the latest blessed model (the evaluator's
 # baseline, and the trainer's warm start when asked for).
 RESOLVER = 'latest_blessed_model_resolver'
@@ -43,6 +44,15 @@ EXPECTED_IO = {
     'Pusher': ({'model': 'Model', 'model_blessing': 'ModelBlessing',
                 'edge_model': 'simclr_tfx.EdgeModel', 'examples': 'Examples'},
                {'pushed_model': 'PushedModel'}),
+    'FineTuner': ({'transformed_examples': 'Examples', 'transform_graph': 'TransformGraph',
+                   'model': 'Model', 'examples': 'Examples'},
+                  {'classifier': 'Model', 'finetune_run': 'ModelRun'}),
+    'ClassifierEvaluator': ({'examples': 'Examples', 'classifier': 'Model',
+                             'finetune_run': 'ModelRun', 'embeddings': 'simclr_tfx.Embeddings'},
+                            {'evaluation': 'ModelEvaluation', 'blessing': 'ModelBlessing'}),
+    'ClassifierPusher': ({'model': 'Model', 'model_blessing': 'ModelBlessing',
+                          'edge_model': 'simclr_tfx.EdgeModel', 'examples': 'Examples',
+                          'encoder_push': 'PushedModel'}, {'pushed_model': 'PushedModel'}),
 }
 
 
@@ -64,7 +74,12 @@ def test_every_execution_completes_with_its_artifacts(local_run):
   assert executions['Pusher']['inputs']['model'][0]['id'] == model_id
   embeddings = executions['Embedder']['outputs']['embeddings'][0]['id']
   assert executions['LinearEvaluator']['inputs']['embeddings'][0]['id'] == embeddings
-  assert summary['pushed'] is True
+  assert executions['FineTuner']['inputs']['model'][0]['id'] == model_id
+  classifier_id = executions['FineTuner']['outputs']['classifier'][0]['id']
+  assert executions['ClassifierPusher']['inputs']['model'][0]['id'] == classifier_id
+  assert executions['ClassifierPusher']['inputs']['encoder_push'][0]['id'] == \
+      executions['Pusher']['outputs']['pushed_model'][0]['id']
+  assert summary['pushed'] is True and summary['classifier']['pushed'] is True
 
 
 def test_ingest_report_and_examples(local_run):

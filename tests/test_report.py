@@ -120,6 +120,16 @@ def test_metrics_table_holds_the_probe_numbers(written):
   assert ('BLESSED' if metrics['blessed'] else 'NOT BLESSED') in page
 
 
+def test_classifier_section_holds_the_four_models(written):
+  _, page, summary, _ = written
+  classifier = summary['classifier']
+  for model, top1 in classifier['top1'].items():
+    assert f'{100 * top1:.2f}%' in page, model
+    assert f"{classifier['ece'][model]:.3f}" in page, model
+  if classifier['pushed']:
+    assert f"pushed as version {classifier['pushed_version']}" in page
+
+
 def test_lineage_svg_has_one_node_per_execution(written):
   _, page, _, executions = written
   svg, = re.findall(r'<svg\b.*?</svg>', page, re.DOTALL)

@@ -1,4 +1,5 @@
-"""Pusher: a blessed encoder -> <serving_base_dir>/<model_name>/<version>/, atomically."""
+"""Pusher: a blessed model (the encoder, or the classifier) -> <serving_base_dir>/<model_name>/<version>/,
+atomically."""
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
@@ -20,6 +21,9 @@ class PusherSpec(types.ComponentSpec):
       'edge_model': ChannelParameter(type=EdgeModel, optional=True),
       # Real images for the warmup requests.
       'examples': ChannelParameter(type=standard_artifacts.Examples, optional=True),
+      # A classifier's push: the push of the encoder it was fine-tuned from, whose version its
+      # source record names (lineage from classifier version to encoder version).
+      'encoder_push': ChannelParameter(type=standard_artifacts.PushedModel, optional=True),
   }
   OUTPUTS = {
       'pushed_model': ChannelParameter(type=standard_artifacts.PushedModel),
@@ -33,9 +37,11 @@ class Pusher(base_component.BaseComponent):
   def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                serving_base_dir: str, params: PusherParams,
                edge_model: types.BaseChannel | None = None,
-               examples: types.BaseChannel | None = None):
+               examples: types.BaseChannel | None = None,
+               encoder_push: types.BaseChannel | None = None):
     spec = PusherSpec(model=model, model_blessing=model_blessing, edge_model=edge_model,
-                      examples=examples, serving_base_dir=serving_base_dir,
+                      examples=examples, encoder_push=encoder_push,
+                      serving_base_dir=serving_base_dir,
                       params=params.to_json(),
                       pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

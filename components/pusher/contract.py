@@ -19,3 +19,8 @@ RETIRED_VERSIONS = 'retired_versions'
 EDGE_MODELS = 'edge_models'
 WARMUP = 'warmup'
 REASON = 'reason'
+KIND = 'kind'  # encoder | classifier
+# Of a classifier's push: the encoder version it was fine-tuned from (-1: that encoder was not
+# pushed), and that encoder's Model.
+ENCODER_VERSION = 'encoder_version'
+ENCODER_MODEL_URI = 'encoder_model_uri'

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import os
 
+import tensorflow as tf
+
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import io_utils
 from components.edge_export import contract as edge_contract
+from components.fine_tuner import contract as finetune_contract
 from components.linear_evaluator import contract as evaluator_contract
 from components.pusher import contract, push, serving_files
 from components.params import EXEC_PROPERTY
@@ -40,6 +43,24 @@ def sample_images(examples, count: int) -> list:
     except (FileNotFoundError, ValueError):
       continue
   return images
+
+
+def _source_metadata(model, blessing, encoder_pushes) -> dict:
+  """What the version's source record says besides the model's uri: the artifacts, and for a
+  classifier the encoder it came from (its Model, and its version when that was pushed)."""
+  metadata = {'model_artifact_id': model.id, 'blessing_artifact_id': blessing.id}
+  kind = model.get_string_custom_property(finetune_contract.KIND)
+  if kind != finetune_contract.CLASSIFIER_KIND:
+    return metadata
+  metadata.update(kind=kind, encoder_model_uri=model.get_string_custom_property(
+      finetune_contract.ENCODER_MODEL_URI), encoder_model_id=model.get_int_custom_property(
+          finetune_contract.ENCODER_MODEL_ID))
+  for encoder_push in encoder_pushes:
+    if encoder_push.get_int_custom_property(contract.PUSHED) == 1:
+      metadata.update(
+          encoder_model_name=encoder_push.get_string_custom_property(contract.MODEL_NAME),
+          encoder_version=encoder_push.get_int_custom_property(contract.PUSHED_VERSION))
+  return metadata
 
 
 class Executor(base_executor.BaseExecutor):
@@ -73,11 +94,10 @@ class Executor(base_executor.BaseExecutor):
         serving_files.write_warmup_requests(local, model_name, images)
         extra[serving_files.WARMUP_FILE] = local
         warmup_note = f'{len(images)} warmup requests'
+    metadata = _source_metadata(model, blessing, input_dict.get('encoder_push') or [])
     result = push.push_model(
         path_utils.serving_model_path(model.uri), serving_base, model_name,
-        source_uri=model.uri,
-        metadata={'model_artifact_id': model.id, 'blessing_artifact_id': blessing.id},
-        extra_files=extra, keep=keep,
+        source_uri=model.uri, metadata=metadata, extra_files=extra, keep=keep,
         config=serving_files.ModelsConfigUpdate(serving_base, model_name,
                                                 os.path.join(config_base, model_name)))
     pinned, retired = result['pinned_versions'], result['retired']
@@ -85,20 +105,30 @@ class Executor(base_executor.BaseExecutor):
       logging.warning('Pusher: models.config pins %s to version(s) %s (a rollback?): version %d '
                       'is on disk but will not serve until the pin is removed', model_name,
                       pinned, result['version'])
+    self._record(pushed, result, metadata, model_name, edge_note, warmup_note)
+    logging.info('Pusher: %s version %d at %s (%s; %s; models.config %s%s)',
+                 'kept' if result['already_pushed'] else 'pushed', result['version'],
+                 result['destination'], warmup_note, edge_note, result['path'],
+                 f'; retired {retired}' if retired else '')
+
+  @staticmethod
+  def _record(pushed, result, source, model_name, edge_note, warmup_note) -> None:
+    """Every property of a push's PushedModel, in one place (names: contract.py)."""
+    pushed.set_string_custom_property(contract.KIND, source.get('kind', 'encoder'))
+    if source.get('kind') == finetune_contract.CLASSIFIER_KIND:
+      pushed.set_int_custom_property(contract.ENCODER_VERSION, source.get('encoder_version', -1))
+      pushed.set_string_custom_property(contract.ENCODER_MODEL_URI, source['encoder_model_uri'])
     pushed.set_string_custom_property(contract.EDGE_MODELS, edge_note)
     pushed.set_int_custom_property(contract.PUSHED, 1)
     pushed.set_string_custom_property(contract.PUSHED_DESTINATION, result['destination'])
     pushed.set_int_custom_property(contract.PUSHED_VERSION, result['version'])
     pushed.set_string_custom_property(contract.MODEL_NAME, model_name)
     pushed.set_string_custom_property(contract.MODELS_CONFIG_PATH, result['path'])
-    pushed.set_string_custom_property(contract.RETIRED_VERSIONS, ','.join(map(str, retired)))
+    pushed.set_string_custom_property(contract.RETIRED_VERSIONS,
+                                      ','.join(map(str, result['retired'])))
     pushed.set_string_custom_property(contract.WARMUP, warmup_note)
     pushed.set_string_custom_property(
         contract.REASON, 'already pushed as this version' if result['already_pushed'] else 'blessed')
-    logging.info('Pusher: %s version %d at %s (%s; %s; models.config %s%s)',
-                 'kept' if result['already_pushed'] else 'pushed', result['version'],
-                 result['destination'], warmup_note, edge_note, result['path'],
-                 f'; retired {retired}' if retired else '')
 
   @staticmethod
   def _edge_files(edge_models):
@@ -108,9 +138,13 @@ class Executor(base_executor.BaseExecutor):
       return {}, 'no edge export'
     edge = edge_models[0]
     files = {f'{EDGE_DIR}/{name}': os.path.join(edge.uri, name)
-             for name in (edge_contract.PREPROCESSING_FILE, edge_contract.PARITY_FILE)}
+             for name in (edge_contract.PREPROCESSING_FILE, edge_contract.PARITY_FILE,
+                          edge_contract.LABELS_FILE)
+             if name != edge_contract.LABELS_FILE or
+             tf.io.gfile.exists(os.path.join(edge.uri, name))}
     notes = []
-    for fmt, name in edge_contract.FORMATS.items():
+    kind = edge.get_string_custom_property(edge_contract.KIND) or 'encoder'
+    for fmt, name in edge_contract.formats(kind).items():
       reason = edge.get_string_custom_property(edge_contract.reason(fmt))
       if edge.get_int_custom_property(edge_contract.accepted(fmt)) == 1:
         files[f'{EDGE_DIR}/{name}'] = os.path.join(edge.uri, name)

@@ -44,12 +44,7 @@ class EncoderServingModule(tf.Module):
     self.head = head
     self.tft_layer = tft_output.transform_features_layer()
     self.image_size = image_size
-    # The dataset statistics as constants too, for the decoded-pixels signature (TFLite has no
-    # image decoding, so the edge model starts from pixels).
-    stats = self.tft_layer(preprocessing.raw_feature_stub(tf.reshape(
-        tf.io.encode_png(tf.zeros([2, 2, 3], tf.uint8)), [1])))
-    self.channel_mean = tf.constant(stats[preprocessing.CHANNEL_MEAN][0].numpy())
-    self.channel_std = tf.constant(stats[preprocessing.CHANNEL_STD][0].numpy())
+    self.channel_mean, self.channel_std = channel_statistics(self.tft_layer)
     self.serve_pixels = tf.function(
         self._serve_pixels,
         input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32,
@@ -86,6 +81,15 @@ class EncoderServingModule(tf.Module):
                              features[preprocessing.CHANNEL_STD])
 
 
+def channel_statistics(tft_layer):
+  """(mean, std): the dataset statistics of the TFT graph as constants, for a decoded-pixels
+  signature (TFLite has no image decoding, so an edge model starts from pixels)."""
+  stats = tft_layer(preprocessing.raw_feature_stub(tf.reshape(
+      tf.io.encode_png(tf.zeros([2, 2, 3], tf.uint8)), [1])))
+  return (tf.constant(stats[preprocessing.CHANNEL_MEAN][0].numpy()),
+          tf.constant(stats[preprocessing.CHANNEL_STD][0].numpy()))
+
+
 def check_request(images: tf.Tensor) -> tf.Tensor:
   """[B] encoded images -> the same tensor, usable only once the request is within bounds.
 
@@ -114,7 +118,9 @@ def check_request(images: tf.Tensor) -> tf.Tensor:
     return tf.identity(counted)
 
 
-def export_serving_model(module: EncoderServingModule, export_dir: str) -> str:
+def export_serving_model(module, export_dir: str) -> str:
+  """Saves a serving module (this encoder's, or the fine-tuned classifier's: each has serve,
+  serve_examples and serve_pixels) at export_dir through a staging folder and a rename."""
   parent = os.path.dirname(export_dir.rstrip('/'))
   staging = os.path.join(parent, f'.staging-{uuid.uuid4().hex}')
   tf.saved_model.save(module, staging, signatures={'serving_default': module.serve,

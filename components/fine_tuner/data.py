@@ -1,0 +1,117 @@
+"""The fine-tuning data: the labelled subset the classifiers learn from, every train image for
+the distillation, and the augmented views of both.
+
+The subset is chosen as ClassifierEvaluator's probe chooses its own: the labelled train records
+in content-hash (sha256) order, then probe.balanced_subset at finetune_label_fraction. Both read
+the same records in the same order, so the fine-tuned model and the probe it is compared with
+learn from the same labels. Decoded images are cached in memory as uint8, as the trainer's are.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+import tensorflow as tf
+
+from components import io_utils
+from components.dual_view_transform import augment, preprocessing
+from components.linear_evaluator import probe
+
+def view_policy(policy: Dict[str, Any], augmentation: str) -> Dict[str, Any]:
+  """The views the classifiers train on, at the served size: the pretraining policy's crop and
+  flip (SimCLRv2 fine-tunes with these only), or with 'simclr' its colour, greyscale and blur
+  too."""
+  view = dict(policy, crop_size=int(policy['image_size']))
+  if augmentation == 'crop_flip':
+    view.update(color_jitter=dict(policy['color_jitter'], prob=0.0), grayscale_prob=0.0,
+                gaussian_blur=dict(policy['gaussian_blur'], prob=0.0),
+                solarize={'prob': 0.0, 'threshold': 0.5})
+  return view
+
+
+def _records(split_uri: str, image_size: int) -> tf.data.Dataset:
+  spec = {
+      preprocessing.IMAGE: tf.io.FixedLenFeature([image_size * image_size * 3], tf.int64),
+      preprocessing.CHANNEL_MEAN: tf.io.FixedLenFeature([3], tf.float32),
+      preprocessing.CHANNEL_STD: tf.io.FixedLenFeature([3], tf.float32),
+      preprocessing.LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+      preprocessing.LABELLED: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+      preprocessing.SHA256: tf.io.FixedLenFeature([], tf.string, default_value=''),
+  }
+
+  def parse(record):
+    f = tf.io.parse_single_example(record, spec)
+    return {'image': tf.reshape(tf.cast(f[preprocessing.IMAGE], tf.uint8),
+                                [image_size, image_size, 3]),
+            'mean': f[preprocessing.CHANNEL_MEAN], 'std': f[preprocessing.CHANNEL_STD],
+            'label': f[preprocessing.LABEL], 'labelled': f[preprocessing.LABELLED],
+            'sha256': f[preprocessing.SHA256]}
+
+  return (tf.data.TFRecordDataset(io_utils.split_files(split_uri), compression_type='GZIP')
+          .map(parse, num_parallel_calls=tf.data.AUTOTUNE))
+
+
+def chosen_labels(split_uri: str, image_size: int, fraction: float):
+  """(sha256 of the chosen labelled records, their labels), in content-hash order."""
+  usable = _records(split_uri, image_size).filter(
+      lambda r: (r['label'] >= 0) & (r['labelled'] == 1))
+  hashes, labels = [], []
+  for batch in usable.map(lambda r: (r['sha256'], r['label'])).batch(4096).as_numpy_iterator():
+    hashes.append(batch[0])
+    labels.append(batch[1])
+  if not labels:
+    return np.zeros([0], object), np.zeros([0], np.int64)
+  hashes, labels = np.concatenate(hashes), np.concatenate(labels)
+  if np.any(hashes == b''):
+    raise ValueError(f'the transformed examples at {split_uri} carry no sha256 (made by an older '
+                     'DualViewTransform); rerun the pipeline with enable_cache=false')
+  order = np.argsort(hashes, kind='stable')
+  hashes, labels = hashes[order], labels[order]
+  keep = probe.balanced_subset(labels, fraction)
+  return hashes[keep], labels[keep]
+
+
+def _views(policy, seed: int, with_label_mask: bool):
+  def make(batch, index):
+    step_seed = tf.stack([tf.constant(seed, tf.int64), index])
+    images = augment.simclr_view(tf.cast(batch['image'], tf.float32) / 255.0, policy, step_seed)
+    x = augment.normalize(images, tf.reshape(batch['mean'], [-1, 1, 1, 3]),
+                          tf.reshape(batch['std'], [-1, 1, 1, 3]))
+    if with_label_mask:
+      return x, tf.maximum(batch['label'], 0), batch['use_label']
+    return x, batch['label']
+  return make
+
+
+def _batches(records, batch_size: int, seed: int, start_step: int, make) -> tf.data.Dataset:
+  batches = (records.cache().repeat()
+             .shuffle(10_000, seed=seed + start_step, reshuffle_each_iteration=True)
+             .batch(batch_size, drop_remainder=True))
+  return (tf.data.Dataset.zip((batches, tf.data.Dataset.counter(start=start_step)))
+          .map(make, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+
+def _membership(hashes):
+  keys = tf.constant(list(hashes) or [b''], tf.string)
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int64)), default_value=0)
+  return lambda sha: table.lookup(sha) == 1 if len(hashes) else tf.constant(False)
+
+
+def labelled_views(split_uri: str, policy, hashes, batch_size: int, seed: int,
+                   start_step: int = 0) -> tf.data.Dataset:
+  """Endless batches of (augmented view, label) of the chosen labelled records."""
+  member = _membership(hashes)
+  chosen = _records(split_uri, int(policy['image_size'])).filter(
+      lambda r: member(r['sha256']))
+  return _batches(chosen, batch_size, seed, start_step, _views(policy, seed, False))
+
+
+def all_views(split_uri: str, policy, hashes, batch_size: int, seed: int,
+              start_step: int = 0) -> tf.data.Dataset:
+  """Endless batches of (augmented view, label or 0, whether the label may be used) of every
+  record of the split: the distillation's data."""
+  member = _membership(hashes)
+  records = _records(split_uri, int(policy['image_size'])).map(
+      lambda r: dict(r, use_label=tf.cast(member(r['sha256']), tf.float32)))
+  return _batches(records, batch_size, seed, start_step, _views(policy, seed, True))
