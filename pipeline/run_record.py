@@ -109,9 +109,11 @@ def executions_by_component(metadata_path: str, run_id: Optional[str] = None) ->
   return {e['component']: e for e in run_executions(store, run)}
 
 
-def _first_output(executions, type_suffix: str, key: str):
+def _first_output(executions, component: str, key: str):
+  """The first `key` output of the node `component` (its id: the encoder's Pusher and the
+  classifier's are one component class under two ids)."""
   for entry in executions:
-    if entry['type'].endswith(type_suffix) and entry['outputs'].get(key):
+    if entry['component'] == component and entry['outputs'].get(key):
       return entry['outputs'][key][0]
   return None
 

@@ -97,8 +97,10 @@ def _collect(output_dir: str) -> Dict[str, Any]:
           'exec_props': exec_props, 'summary': run_record.run_summary(metadata_path)}
 
 
-def _find(executions, type_suffix: str) -> Optional[Dict[str, Any]]:
-  return next((e for e in executions if e['type'].endswith(type_suffix)), None)
+def _find(executions, component: str) -> Optional[Dict[str, Any]]:
+  """The execution of the node with this id (component ids, not types: the encoder's and the
+  classifier's Pusher are one type)."""
+  return next((e for e in executions if e['component'] == component), None)
 
 
 def _output_uri(execution, key: str) -> Optional[str]:

@@ -52,8 +52,8 @@ def test_four_models_on_the_same_eval_images_in_mlmd_and_metrics_json(local_run)
     confusion = np.array(values['confusion_matrix'])
     assert confusion.shape == (10, 10) and confusion.sum() == values['num_eval']
     assert np.trace(confusion) / confusion.sum() == pytest.approx(values['top1'])
-    assert evaluation['properties'][f'{name}_top1'] == pytest.approx(values['top1'])
-    assert evaluation['properties'][f'{name}_ece'] == pytest.approx(values['ece'])
+    assert evaluation['properties'][f'{name}_top1'] == pytest.approx(values['top1'], abs=1e-5)
+    assert evaluation['properties'][f'{name}_ece'] == pytest.approx(values['ece'], abs=1e-5)
   served = metrics['models'][metrics['served_model']]['top1']
   expected = (served >= config.bless_min_classifier_top1 and
               served >= metrics['models']['linear_probe']['top1'])

@@ -25,6 +25,9 @@ from components.fine_tuner import contract
 from components.simclr_trainer import export, model as model_lib
 
 
+LOGITS_LAYER = 'classifier_logits'  # the new layer of fine-tuning
+
+
 def build_classifier(backbone: str, image_size: int, width_multiplier: float, num_classes: int,
                      head_layers: int = 2, projection_dim: int = 128):
   """(classifier: images -> logits [B, C] in float32, encoder, projection head). The encoder and
@@ -35,7 +38,7 @@ def build_classifier(backbone: str, image_size: int, width_multiplier: float, nu
   x = encoder.output
   for name in ('head_dense1', 'head_bn1', 'head_relu1'):
     x = head.get_layer(name)(x)
-  logits = layers.Dense(num_classes, dtype='float32', name='classifier_logits')(x)
+  logits = layers.Dense(num_classes, dtype='float32', name=LOGITS_LAYER)(x)
   return keras.Model(encoder.input, logits, name='classifier'), encoder, head
 
 

@@ -1,8 +1,9 @@
 """SimCLRv2's semi-supervised stages after pretraining, from a pretrained encoder to classifiers:
 
 1. fine-tune: the encoder, the head's first layer and a new linear layer on the labelled images;
-2. distil: a student (the teacher's architecture, or another) on every train image, learning
-   the fine-tuned teacher's softened predictions plus the labels where they may be used;
+2. distil: a student (the teacher's architecture, starting from the teacher's weights; or
+   another, from random weights) on every train image, learning the fine-tuned teacher's
+   softened predictions plus the labels where they may be used;
 3. the supervised comparison: the classifier's architecture from random weights, trained as in
    step 1 on the same labels, for the same epochs and minutes.
 
@@ -55,7 +56,7 @@ def run(job: FineTuneJob, params: FineTunerParams) -> Dict:
     raise ValueError(f'fine-tuning needs labelled train images of at least 2 classes; found '
                      f'{len(labels)} in {len(set(labels.tolist()))} class(es). Put labelled '
                      'images in class sub-folders, or set finetune=false')
-  precision = hardware.training_precision(params.finetune_precision)
+  precision = hardware.training_precision(params.finetune_precision, 'FineTuner')
   if precision == 'mixed_float16':  # no loss scaling here: float16 gradients would underflow
     precision = 'float32'
   view = data.view_policy(job.policy, params.finetune_augmentation)
@@ -85,11 +86,13 @@ def run(job: FineTuneJob, params: FineTunerParams) -> Dict:
 def _distil(job, params, hashes, view, models) -> Dict:
   backbone = params.distill_backbone or job.backbone
   width = params.distill_width_multiplier or job.width_multiplier
-  same = (backbone, width) == (job.backbone, job.width_multiplier)
-  models['distilled'] = _classifier(job, backbone, width, pretrained=same)
-  logging.info('FineTuner: distilling into a %s x%g student (%s)', backbone, width,
-               'from the pretrained encoder' if same else 'from random weights')
   teacher = models['finetuned']
+  same = (backbone, width) == (job.backbone, job.width_multiplier)
+  models['distilled'] = _classifier(job, backbone, width, pretrained=False)
+  if same:  # a few minutes cannot train a student from scratch up to its teacher
+    models['distilled'].set_weights(teacher.get_weights())
+  logging.info('FineTuner: distilling into a %s x%g student (%s)', backbone, width,
+               'starting from the teacher' if same else 'from random weights')
   temperature, weight = params.distill_temperature, params.distill_label_weight
 
   def loss_fn(model, batch):

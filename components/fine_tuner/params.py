@@ -19,7 +19,7 @@ class FineTunerParams(ComponentParams):
   # classifiers train on; 1 = all of them. ClassifierEvaluator's probe reads the same share.
   finetune_label_fraction: float = 1.0
   # Fine-tuning: encoder + first projection layer + a new linear layer, on the labelled images.
-  finetune_epochs: int = 30
+  finetune_epochs: int = 40
   finetune_minutes: float = 0.0  # > 0: at most this long (the trainer's time budget)
   finetune_batch_size: int = 64
   finetune_learning_rate: float = 0.05  # SGD with momentum 0.9, cosine decay after a warmup
@@ -30,12 +30,13 @@ class FineTunerParams(ComponentParams):
   finetune_augmentation: str = 'crop_flip'
   # Distillation into a student on every train image: the teacher's predictions at this
   # temperature, plus the label where one may be used, weighted by distill_label_weight.
-  distill_epochs: int = 5  # 0 = no distillation: the fine-tuned model is served
+  distill_epochs: int = 2  # 0 = no distillation: the fine-tuned model is served
   distill_minutes: float = 0.0
   distill_temperature: float = 1.0
   distill_label_weight: float = 0.5
   # The student's architecture ('' / 0 = the teacher's). The same architecture starts from the
-  # pretrained encoder; another one starts from random weights.
+  # fine-tuned teacher (a self-distillation that refines it on every image); another one
+  # starts from random weights.
   distill_backbone: str = ''
   distill_width_multiplier: float = 0.0
   # The supervised-from-scratch comparison: the classifier's architecture from random weights,

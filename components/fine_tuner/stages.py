@@ -67,6 +67,7 @@ def run(stage: Stage) -> dict:
                                 tf.Variable(WARMUP_FRACTION * stage.max_steps, trainable=False),
                                 tf.Variable(float(stage.max_steps), trainable=False))
   optimizer = optim.build_optimizer('sgd', schedule, 0.0)
+  optimizer.build(stage.model.trainable_variables)  # every slot, before a restore or a step
   step = tf.Variable(0, dtype=tf.int64, trainable=False)
   manager = tf.train.CheckpointManager(
       tf.train.Checkpoint(model=stage.model, optimizer=optimizer, step=step),

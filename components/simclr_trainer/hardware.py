@@ -95,10 +95,10 @@ def gpu_compute_capabilities() -> List[Tuple[int, int]]:
   return capabilities
 
 
-def training_precision(requested: str) -> str:
+def training_precision(requested: str, component: str = 'SimCLRTrainer') -> str:
   """resolve_precision() for this machine, logged (a warning where the choice will be slow)."""
   precision, reason, slow = resolve_precision(requested, cpu_flags(),
                                               gpu_compute_capabilities())
-  (logging.warning if slow else logging.info)('SimCLRTrainer: training in %s (%s; %s)',
+  (logging.warning if slow else logging.info)('%s: training in %s (%s; %s)', component,
                                                 precision, reason, platform.machine())
   return precision
