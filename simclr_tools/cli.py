@@ -259,8 +259,9 @@ def cmd_classify(args) -> int:
     names, probabilities = (answers[contract.CLASSES_OUTPUT],
                             answers[contract.PROBABILITIES_OUTPUT])
   rows = [{'image': path, 'classes': [c.decode() if isinstance(c, bytes) else str(c)
-                                      for c in row_names[:args.top_k]],
-           'probabilities': [round(float(p), 6) for p in row_probabilities[:args.top_k]]}
+                                      for c in row_names[:args.top_k or None]],
+           'probabilities': [round(float(p), 6)
+                             for p in row_probabilities[:args.top_k or None]]}
           for path, row_names, row_probabilities in zip(args.images, names, probabilities)]
   print(json.dumps(rows))
   return 0
@@ -286,8 +287,9 @@ def _add_classify_parser(sub) -> None:
   cls.add_argument('--version', type=int, default=None,
                    help='a specific version on --server (default: what it serves)')
   cls.add_argument('--threads', type=int, default=1, help='TFLite interpreter threads')
-  cls.add_argument('--top-k', type=int, default=5,
-                   help='answers per image, at most what the model returns (default 5)')
+  cls.add_argument('--top-k', type=int, default=0,
+                   help='answers per image (default 0: all the model returns, its '
+                   'classifier_top_k; a TFLite file returns every class)')
   cls.add_argument('images', nargs='+', help='image files (JPEG, PNG, BMP)')
   cls.set_defaults(func=cmd_classify)
 

@@ -151,7 +151,7 @@ def smoke_config(data_dir, out, **overrides):
                       set_args=[f'{k}={v}' for k, v in overrides.items()])
 
 
-LOCAL_RUN_FINETUNE = {'finetune_epochs': 10, 'distill_epochs': 3}
+LOCAL_RUN_FINETUNE = {'finetune': 'true', 'finetune_epochs': 10, 'distill_epochs': 3}
 
 
 @pytest.fixture(scope='session')
@@ -162,7 +162,7 @@ def local_run(mnist_subset, tmp_path_factory):
   out = tmp_path_factory.mktemp('local_run')
   # With the classifier stages (off in the smoke preset), long enough to beat the smoke
   # encoder's probe: the classifier is blessed and pushed.
-  config = smoke_config(mnist_subset, out, finetune='true', **LOCAL_RUN_FINETUNE)
+  config = smoke_config(mnist_subset, out, **LOCAL_RUN_FINETUNE)
   summary = runner.run_pipeline(config, engine='local')
   return config, summary, os.path.join(str(out), 'metadata.sqlite')
 

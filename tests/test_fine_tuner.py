@@ -143,3 +143,14 @@ def test_settings_are_checked_all_at_once():
   assert FineTunerParams(distill_epochs=0).served() == 'finetuned'
   assert 'classifier_top_k' not in FineTunerParams().fingerprint()
   assert contract.stage_dir('/r/', 'distilled') == '/r/models/distilled'
+
+
+def test_a_stage_with_a_time_budget_plans_its_steps_and_a_rerun_keeps_the_plan(tmp_path):
+  _, stage = _tiny_stage(tmp_path, max_steps=100_000)
+  stage.minutes = 0.2  # 12 seconds: stopped at the budget, long before 100,000 steps
+  first = stages.run(stage)
+  assert 0 < first['steps'] < 100_000 and 12 <= first['train_seconds'] < 12 + 10
+  _, again = _tiny_stage(tmp_path, max_steps=100_000)
+  again.minutes = 0.2
+  second = stages.run(again)
+  assert second['resumed_from_step'] == first['steps'] == second['steps']

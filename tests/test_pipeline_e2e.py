@@ -15,7 +15,8 @@ from pipeline import runner
 from tfx.utils import path_utils
 
 from components.pusher import push
-from tests.conftest import REPO, executions_by_component, png_bytes, smoke_config
+from tests.conftest import (LOCAL_RUN_FINETUNE, REPO, executions_by_component, png_bytes,
+                            smoke_config)
 
 # Runs the pipeline, or starts processes that import TensorFlow and train: not in make test-fast.
 pytestmark = pytest.mark.slow
@@ -283,8 +284,10 @@ def test_tfx_cli_local_flow_compiles_the_same_dag(local_run, mnist_subset, tmp_p
   import sys
   config, first, metadata_path = local_run
   tfx_cli = os.path.join(os.path.dirname(sys.executable), 'tfx')
+  same = ';'.join(f'{k}={v}' for k, v in LOCAL_RUN_FINETUNE.items())
   env = dict(os.environ, LOCAL_HOME=str(tmp_path / 'tfx_home'), SIMCLR_TFX_PRESET='smoke',
-             SIMCLR_TFX_DATA_DIR=mnist_subset, SIMCLR_TFX_OUTPUT=config.output_dir)
+             SIMCLR_TFX_DATA_DIR=mnist_subset, SIMCLR_TFX_OUTPUT=config.output_dir,
+             SIMCLR_TFX_SET=same)
   for command in (['pipeline', 'create', '--engine', 'local', '--pipeline_path',
                    'pipeline/local_runner.py'],
                   ['run', 'create', '--engine', 'local', '--pipeline_name', 'simclr-tfx']):

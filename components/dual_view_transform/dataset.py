@@ -16,7 +16,7 @@ from components import io_utils
 from components.dual_view_transform import augment, contract, preprocessing
 
 
-def _parse_fn(image_size: int):
+def _parse_fn(image_size: int, with_sha256: bool):
   spec = {
       preprocessing.IMAGE: tf.io.FixedLenFeature([image_size * image_size * 3], tf.int64),
       preprocessing.CHANNEL_MEAN: tf.io.FixedLenFeature([3], tf.float32),
@@ -24,23 +24,30 @@ def _parse_fn(image_size: int):
       preprocessing.LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
       preprocessing.LABELLED: tf.io.FixedLenFeature([], tf.int64, default_value=0),
   }
+  if with_sha256:  # '' in records of a transform older than the pass-through
+    spec[preprocessing.SHA256] = tf.io.FixedLenFeature([], tf.string, default_value='')
 
   def parse(record):
     features = tf.io.parse_single_example(record, spec)
     image = tf.reshape(tf.cast(features[preprocessing.IMAGE], tf.uint8),
                        [image_size, image_size, 3])
-    return {'image': image, 'mean': features[preprocessing.CHANNEL_MEAN],
-            'std': features[preprocessing.CHANNEL_STD], 'label': features[preprocessing.LABEL],
-            'labelled': features[preprocessing.LABELLED]}
+    parsed = {'image': image, 'mean': features[preprocessing.CHANNEL_MEAN],
+              'std': features[preprocessing.CHANNEL_STD], 'label': features[preprocessing.LABEL],
+              'labelled': features[preprocessing.LABELLED]}
+    if with_sha256:
+      parsed['sha256'] = features[preprocessing.SHA256]
+    return parsed
 
   return parse
 
 
-def load_transformed(split_uri: str, image_size: int) -> tf.data.Dataset:
-  """Unbatched, decoded records of one split of the transformed examples."""
+def load_transformed(split_uri: str, image_size: int,
+                     with_sha256: bool = False) -> tf.data.Dataset:
+  """Unbatched, decoded records of one split of the transformed examples (with each image's
+  content hash as `sha256` when asked)."""
   files = io_utils.split_files(split_uri)
   return (tf.data.TFRecordDataset(files, compression_type='GZIP')
-          .map(_parse_fn(image_size), num_parallel_calls=tf.data.AUTOTUNE))
+          .map(_parse_fn(image_size, with_sha256), num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def count_records(split_uri: str) -> int:

@@ -13,8 +13,7 @@ from typing import Any, Dict
 import numpy as np
 import tensorflow as tf
 
-from components import io_utils
-from components.dual_view_transform import augment, preprocessing
+from components.dual_view_transform import augment, dataset as dv_dataset
 from components.linear_evaluator import probe
 
 def view_policy(policy: Dict[str, Any], augmentation: str) -> Dict[str, Any]:
@@ -30,25 +29,7 @@ def view_policy(policy: Dict[str, Any], augmentation: str) -> Dict[str, Any]:
 
 
 def _records(split_uri: str, image_size: int) -> tf.data.Dataset:
-  spec = {
-      preprocessing.IMAGE: tf.io.FixedLenFeature([image_size * image_size * 3], tf.int64),
-      preprocessing.CHANNEL_MEAN: tf.io.FixedLenFeature([3], tf.float32),
-      preprocessing.CHANNEL_STD: tf.io.FixedLenFeature([3], tf.float32),
-      preprocessing.LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-      preprocessing.LABELLED: tf.io.FixedLenFeature([], tf.int64, default_value=0),
-      preprocessing.SHA256: tf.io.FixedLenFeature([], tf.string, default_value=''),
-  }
-
-  def parse(record):
-    f = tf.io.parse_single_example(record, spec)
-    return {'image': tf.reshape(tf.cast(f[preprocessing.IMAGE], tf.uint8),
-                                [image_size, image_size, 3]),
-            'mean': f[preprocessing.CHANNEL_MEAN], 'std': f[preprocessing.CHANNEL_STD],
-            'label': f[preprocessing.LABEL], 'labelled': f[preprocessing.LABELLED],
-            'sha256': f[preprocessing.SHA256]}
-
-  return (tf.data.TFRecordDataset(io_utils.split_files(split_uri), compression_type='GZIP')
-          .map(parse, num_parallel_calls=tf.data.AUTOTUNE))
+  return dv_dataset.load_transformed(split_uri, image_size, with_sha256=True)
 
 
 def chosen_labels(split_uri: str, image_size: int, fraction: float):

@@ -97,9 +97,9 @@ def _record(classifier, run, encoder, job, params, outcome) -> None:
   classifier.set_string_custom_property(contract.SERVED_STAGE, outcome['served'])
   classifier.set_int_custom_property(contract.TOP_K, params.classifier_top_k)
   classifier.set_int_custom_property(contract.IMAGE_SIZE, job.image_size)
-  classifier.set_string_custom_property(
-      contract.BACKBONE, (params.distill_backbone or job.backbone)
-      if outcome['served'] == 'distilled' else job.backbone)
+  backbone, width = finetune.architecture(job, params, outcome['served'])
+  classifier.set_string_custom_property(contract.BACKBONE, backbone)
+  classifier.set_float_custom_property(contract.WIDTH_MULTIPLIER, width)
   for artifact in (classifier, run):
     artifact.set_int_custom_property(contract.NUM_LABELS, outcome['num_labels'])
     artifact.set_float_custom_property(contract.LABEL_FRACTION, params.finetune_label_fraction)

@@ -83,9 +83,16 @@ def run(job: FineTuneJob, params: FineTunerParams) -> Dict:
   return outcome
 
 
+def architecture(job: FineTuneJob, params: FineTunerParams, stage: str):
+  """(backbone, width multiplier) of a stage's model: the student's may differ."""
+  if stage == 'distilled':
+    return (params.distill_backbone or job.backbone,
+            params.distill_width_multiplier or job.width_multiplier)
+  return job.backbone, job.width_multiplier
+
+
 def _distil(job, params, hashes, view, models) -> Dict:
-  backbone = params.distill_backbone or job.backbone
-  width = params.distill_width_multiplier or job.width_multiplier
+  backbone, width = architecture(job, params, 'distilled')
   teacher = models['finetuned']
   same = (backbone, width) == (job.backbone, job.width_multiplier)
   models['distilled'] = _classifier(job, backbone, width, pretrained=False)
@@ -139,9 +146,7 @@ def _export(job: FineTuneJob, params: FineTunerParams, name: str, model) -> str:
   """The stage's model in float32 (the same numbers on every CPU, and TFLite-convertible) with
   the classifier's serving signatures, at <run>/models/<stage>/."""
   with training.precision_policy('float32'):
-    backbone = (params.distill_backbone or job.backbone) if name == 'distilled' else job.backbone
-    width = ((params.distill_width_multiplier or job.width_multiplier) if name == 'distilled'
-             else job.width_multiplier)
+    backbone, width = architecture(job, params, name)
     copy, _, _ = classifier_lib.build_classifier(backbone, job.image_size, width,
                                                  len(job.class_names), job.head_layers,
                                                  job.projection_dim)
