@@ -123,12 +123,12 @@ def test_the_fine_tuning_views_keep_crop_and_flip_and_drop_colour_unless_asked()
             'gaussian_blur': {'prob': 0.5, 'sigma': [0.1, 2.0], 'kernel_fraction': 0.1},
             'solarize': {'prob': 0.1, 'threshold': 0.5}}
   view = data.view_policy(policy, 'crop_flip')
-  assert view['crop_size'] == 32 and view['horizontal_flip']
+  assert view['crop_size'] == 16 and view['horizontal_flip']  # the encoder's training crops
   assert view['random_resized_crop'] == policy['random_resized_crop']
   assert (view['color_jitter']['prob'], view['grayscale_prob'], view['gaussian_blur']['prob'],
           view['solarize']['prob']) == (0.0, 0.0, 0.0, 0.0)
   full = data.view_policy(policy, 'simclr')
-  assert full['color_jitter'] == policy['color_jitter'] and full['crop_size'] == 32
+  assert full['color_jitter'] == policy['color_jitter'] and full['crop_size'] == 16
 
 
 def test_settings_are_checked_all_at_once():

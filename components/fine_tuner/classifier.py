@@ -29,11 +29,14 @@ LOGITS_LAYER = 'classifier_logits'  # the new layer of fine-tuning
 
 
 def build_classifier(backbone: str, image_size: int, width_multiplier: float, num_classes: int,
-                     head_layers: int = 2, projection_dim: int = 128):
+                     head_layers: int = 2, projection_dim: int = 128,
+                     any_input_size: bool = False):
   """(classifier: images -> logits [B, C] in float32, encoder, projection head). The encoder and
   the whole head are returned so that pretrained weights load into them by their names; the
-  classifier shares the encoder and the head's first layer."""
-  encoder = model_lib.build_encoder(backbone, image_size, width_multiplier)
+  classifier shares the encoder and the head's first layer. any_input_size: square inputs of
+  any side (training crops smaller than image_size), the same weights."""
+  encoder = model_lib.build_encoder(backbone, image_size, width_multiplier,
+                                    any_input_size=any_input_size)
   head = model_lib.build_projection_head(encoder.output_shape[-1], projection_dim, head_layers)
   x = encoder.output
   for name in ('head_dense1', 'head_bn1', 'head_relu1'):

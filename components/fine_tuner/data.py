@@ -17,10 +17,10 @@ from components.dual_view_transform import augment, dataset as dv_dataset
 from components.linear_evaluator import probe
 
 def view_policy(policy: Dict[str, Any], augmentation: str) -> Dict[str, Any]:
-  """The views the classifiers train on, at the served size: the pretraining policy's crop and
-  flip (SimCLRv2 fine-tunes with these only), or with 'simclr' its colour, greyscale and blur
-  too."""
-  view = dict(policy, crop_size=int(policy['image_size']))
+  """The views the classifiers train on: the pretraining policy's crop (at its crop size, as
+  the encoder was trained; served at image_size) and flip (SimCLRv2 fine-tunes with these
+  only), or with 'simclr' its colour, greyscale and blur too."""
+  view = dict(policy, crop_size=int(policy.get('crop_size') or policy['image_size']))
   if augmentation == 'crop_flip':
     view.update(color_jitter=dict(policy['color_jitter'], prob=0.0), grayscale_prob=0.0,
                 gaussian_blur=dict(policy['gaussian_blur'], prob=0.0),

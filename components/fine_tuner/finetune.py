@@ -114,8 +114,10 @@ def _distil(job, params, hashes, view, models) -> Dict:
   every = lambda start: data.all_views(job.train_uri, view, hashes, batch, params.finetune_seed,
                                        start)
   steps = max(1, dv_dataset.count_records(job.train_uri) // batch) * params.distill_epochs
-  return stages.run(_stage(job, 'distilled', models['distilled'], every, loss_fn, params, steps,
-                           params.distill_minutes))
+  stage = _stage(job, 'distilled', models['distilled'], every, loss_fn, params, steps,
+                 params.distill_minutes)
+  stage.learning_rate = params.distill_learning_rate
+  return stages.run(stage)
 
 
 def _supervised_loss(model, batch):
@@ -126,8 +128,10 @@ def _supervised_loss(model, batch):
 
 
 def _classifier(job: FineTuneJob, backbone: str, width: float, pretrained: bool):
+  crop = int(job.policy.get('crop_size') or job.image_size)
   model, encoder, head = classifier_lib.build_classifier(
-      backbone, job.image_size, width, len(job.class_names), job.head_layers, job.projection_dim)
+      backbone, job.image_size, width, len(job.class_names), job.head_layers, job.projection_dim,
+      any_input_size=crop != job.image_size)
   if pretrained:
     classifier_lib.load_pretrained(encoder, head, job.encoder_saved_model)
   return model

@@ -32,6 +32,8 @@ class FineTunerParams(ComponentParams):
   # temperature, plus the label where one may be used, weighted by distill_label_weight.
   distill_epochs: int = 2  # 0 = no distillation: the fine-tuned model is served
   distill_minutes: float = 0.0
+  # Lower than the fine-tuning's: a student that starts from its trained teacher only refines.
+  distill_learning_rate: float = 0.01
   distill_temperature: float = 1.0
   distill_label_weight: float = 0.5
   # The student's architecture ('' / 0 = the teacher's). The same architecture starts from the
@@ -56,6 +58,7 @@ class FineTunerParams(ComponentParams):
       check(found, getattr(self, name) >= 0, f'{name} must be >= 0 (0 = no time budget)')
     check(found, self.finetune_batch_size >= 2, 'finetune_batch_size must be >= 2')
     check(found, self.finetune_learning_rate > 0, 'finetune_learning_rate must be > 0')
+    check(found, self.distill_learning_rate > 0, 'distill_learning_rate must be > 0')
     check(found, self.finetune_weight_decay >= 0, 'finetune_weight_decay must be >= 0')
     check(found, self.finetune_precision in PRECISIONS,
           f'finetune_precision must be one of {list(PRECISIONS)}, got {self.finetune_precision!r}')
