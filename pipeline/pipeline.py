@@ -132,10 +132,15 @@ def _latest_blessed_model(config: PipelineConfig):
   if config.baseline_from != 'metadata' or not (config.warm_start or
                                                   config.bless_compare_with_baseline):
     return None
+  # The encoder's Model and LinearEvaluator's blessings only: the classifier is a blessed Model
+  # of this pipeline too, and neither a baseline nor a warm start for an encoder.
   return resolver.Resolver(
       strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
-      model=channel.Channel(type=standard_artifacts.Model),
-      model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
+      model=channel.Channel(type=standard_artifacts.Model, producer_component_id='SimCLRTrainer',
+                            output_key='model'),
+      model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing,
+                                     producer_component_id='LinearEvaluator',
+                                     output_key='blessing'),
   ).with_id('latest_blessed_model_resolver')
 
 

@@ -42,7 +42,7 @@ def test_models_config_names_the_model_and_its_base_path(local_run):
   config, summary, model_base = pushed(local_run)
   assert summary['models_config'] == os.path.join(config.output_dir, 'serving', 'models.config')
   parsed = serving_files.read_models_config(summary['models_config'])
-  (entry,) = parsed.model_config_list.config
+  (entry,) = [c for c in parsed.model_config_list.config if c.name == config.model_name]
   assert entry.name == config.model_name and entry.model_platform == 'tensorflow'
   assert entry.base_path == model_base
   assert entry.model_version_policy.latest.num_versions == 1
