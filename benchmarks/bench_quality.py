@@ -181,7 +181,8 @@ def main() -> None:
     if not os.path.isdir(folder):
       raise SystemExit(f'benchmark data not found: {folder} (see ../shared/datasets)')
   out = args.output or tempfile.mkdtemp(prefix='bench_quality_')
-  extra = list(args.set_args)
+  # Pretraining quality only: the classifier stages (10 more minutes) are bench-finetune's.
+  extra = ['finetune=false'] + list(args.set_args)
   per_class, test_per_class = args.per_class, 0
   if args.smoke:
     # The probes read the SavedModel and the checkpoints, never the TFLite files.

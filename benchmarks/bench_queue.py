@@ -19,7 +19,8 @@ import time
 from benchmarks import docs_section
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = ['batch_size=32', 'epochs=3', 'seed=1', 'knn_monitor_every_epochs=0']
+SETTINGS = ['batch_size=32', 'epochs=3', 'seed=1', 'knn_monitor_every_epochs=0',
+            'finetune=false']  # the encoder's probe is what differs
 
 
 def run(out: str, queue: int) -> dict:

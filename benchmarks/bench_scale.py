@@ -65,7 +65,7 @@ def run_dag(data_dir: str, out: str, precision: str) -> dict:
   settings = dict(data_dir=data_dir, image_size=224, hflip='true', backbone='resnet50',
                   batch_size=16, train_steps=2, precision=precision, edge_export='false',
                   probe_context_baselines='false', knn_monitor_every_epochs=0,
-                  enable_cache='false', bless_min_linear_top1=0.0)
+                  enable_cache='false', bless_min_linear_top1=0.0, finetune='false')
   config = build_config(output_dir=out, data_dir=data_dir,
                         set_args=[f'{k}={v}' for k, v in settings.items() if k != 'data_dir'])
   runner.run_pipeline(config, engine='local')
