@@ -53,7 +53,8 @@ def encoded_images(split_uri: str, limit: int) -> list:
 
 
 def load_serving_signature(saved_model_dir: str):
-  """The exported SavedModel's served signature (encoded image bytes in, embedding out)."""
+  """An exported SavedModel's served signature, serving_default: encoded image bytes in; the
+  encoder's embedding, or the classifier's top-k, out."""
   return tf.saved_model.load(saved_model_dir).signatures[trainer_contract.SERVING_SIGNATURE]
 
 

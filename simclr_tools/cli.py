@@ -250,8 +250,8 @@ def cmd_classify(args) -> int:
       call = lambda batch: predict(args.server, args.model_name, batch, version=args.version)
     elif args.model:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      serve = tf.saved_model.load(_saved_model_dir(args.model)).signatures[
-          contract.SERVING_SIGNATURE]
+      from components import io_utils  # pylint: disable=g-import-not-at-top
+      serve = io_utils.load_serving_signature(_saved_model_dir(args.model))
       call = lambda batch: {k: v.numpy() for k, v in serve(images=tf.constant(batch)).items()}
     else:
       raise ConfigError('classify needs --model DIR, --server HOST:PORT or --tflite FILE')

@@ -46,7 +46,7 @@ def probe_predictions(embeddings_uri: str, fraction: float):
 
 def served_predictions(saved_model_dir: str, image_batches):
   """(top-1 class index, its probability) of a classifier SavedModel's serving_default."""
-  serve = tf.saved_model.load(saved_model_dir).signatures[finetune_contract.SERVING_SIGNATURE]
+  serve = io_utils.load_serving_signature(saved_model_dir)  # the classifier's serving_default
   ids, probabilities = [], []
   for batch in image_batches:
     out = serve(**{finetune_contract.SERVING_INPUT: batch})
