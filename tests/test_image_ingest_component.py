@@ -2,6 +2,7 @@
 duplicates recorded, TFRecord and manifest inputs, labelled fraction, stable splits."""
 import io
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -336,3 +337,17 @@ def test_config_refuses_a_zero_bound_and_names_it(key):
   assert getattr(build_config(set_args=[f'{key}=1']), key) == 1
   with pytest.raises(ConfigError, match=key):
     build_config(set_args=[f'{key}=0'])
+
+
+def test_a_beam_step_writes_nothing_outside_its_output_folder(tmp_path, monkeypatch):
+  """TFX's BaseBeamExecutor left a 50 MB copy of TFX in a new /tmp folder on every Beam step;
+  the project's Beam executors (components/beam_executor.py) must leave the system temp folder
+  as they found it."""
+  root = small_folder(tmp_path / 'data')
+  system_tmp = tmp_path / 'system_tmp'
+  system_tmp.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(system_tmp))
+  report, _ = ingest_executor.run_standalone(str(root), str(tmp_path / 'out'),
+                                             beam_pipeline_args=['--runner=DirectRunner'])
+  assert report['num_examples'] > 0
+  assert sorted(os.listdir(system_tmp)) == []

@@ -16,13 +16,12 @@ import apache_beam as beam
 import numpy as np
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils as tfx_io_utils
 from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components import io_utils
+from components import beam_executor, io_utils
 from components.dual_view_transform import contract
 from components.dual_view_transform.params import TransformParams
 from components.params import EXEC_PROPERTY
@@ -31,7 +30,7 @@ from components.dual_view_transform import preprocessing
 
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
+class Executor(beam_executor.BeamExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
     io_utils.make_output_dirs(output_dict)

@@ -7,17 +7,16 @@ import logging
 import os
 import time
 
-from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import io_utils
+from components import beam_executor, io_utils
 from components.embedder import contract, inference
 from components.image_ingest import contract as ingest_contract
 from components.image_ingest.contract import SPLITS
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
+class Executor(beam_executor.BeamExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties):
     io_utils.make_output_dirs(output_dict)

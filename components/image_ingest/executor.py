@@ -38,7 +38,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils as tfx_io_utils
 
 import schemas
-from components import failpoints, io_utils
+from components import beam_executor, failpoints, io_utils
 from components.image_ingest import contract, images
 from components.image_ingest.contract import SPLITS
 from components.image_ingest.params import IngestParams
@@ -273,7 +273,7 @@ def _settings(data_dir: str, params: IngestParams) -> Dict[str, Any]:
   }
 
 
-class Executor(base_beam_executor.BaseBeamExecutor):
+class Executor(beam_executor.BeamExecutor):
   """Reads, validates, de-duplicates and splits a folder of images."""
 
   def Do(self, input_dict, output_dict, exec_properties):

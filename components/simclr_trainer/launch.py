@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from components import io_utils
@@ -68,9 +70,12 @@ def run_local(job_path: str, workers: int, logdir: str) -> dict:
   addresses = [f'localhost:{port}' for port in free_ports(workers)]
   logs = [os.path.join(logdir, contract.WORKER_LOG.format(index=i)) for i in range(workers)]
   procs = []
+  # The workers' temp folder (a non-chief's checkpoint scratch): removed after, even when a
+  # worker was killed before its own clean-up ran.
+  scratch = tempfile.mkdtemp(prefix='simclr-workers-')
   try:
     for index, log in enumerate(logs):
-      env = dict(os.environ, TF_CONFIG=json.dumps(tf_config(addresses, index)))
+      env = dict(os.environ, TF_CONFIG=json.dumps(tf_config(addresses, index)), TMPDIR=scratch)
       with open(log, 'w', encoding='utf-8') as out:
         procs.append(subprocess.Popen([sys.executable, '-m', WORKER_MODULE, job_path], env=env,
                                       stdout=out, stderr=subprocess.STDOUT))
@@ -83,6 +88,7 @@ def run_local(job_path: str, workers: int, logdir: str) -> dict:
       if p.poll() is None:
         p.kill()
         p.wait()
+    shutil.rmtree(scratch, ignore_errors=True)
   return {'launcher': 'local', 'host': socket.gethostname(),
           'workers': [{'index': i, 'address': a, 'pid': p.pid, 'log': log}
                       for i, (a, p, log) in enumerate(zip(addresses, procs, logs))]}
