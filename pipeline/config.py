@@ -155,9 +155,14 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               'bless_min_linear_top1': 0.3, 'embedding_stages': 4, 'embedding_pool': 'avg_max',
               # SimCLRv2's stages after pretraining, within 10 more minutes on 2 cores:
               # fine-tune 2.5, distil 3.5, the supervised comparison 2.5 (the same budget as
-              # the fine-tuning); the epochs are only caps.
+              # the fine-tuning); the epochs are only caps. The new layer starts as the probe
+              # (whose features are good here), and LARS keeps each layer's steps in
+              # proportion to its weights (SGD's steps at these rates moved the probe-started
+              # network away from the probe's answers: docs/benchmarks.md, bench-finetune).
               'finetune_epochs': 200, 'finetune_minutes': 2.5, 'distill_epochs': 20,
-              'distill_minutes': 3.5, 'bless_min_classifier_top1': 0.3},
+              'distill_minutes': 3.5, 'bless_min_classifier_top1': 0.3,
+              'finetune_init': 'probe', 'finetune_optimizer': 'lars',
+              'finetune_learning_rate': 0.5, 'distill_learning_rate': 0.1},
 }
 
 

@@ -7,7 +7,9 @@ import tensorflow as tf
 
 from components.classifier_evaluator import metrics
 from components.errors import ConfigError
-from components.fine_tuner import classifier as classifier_lib, contract, data, stages
+from components.fine_tuner import classifier as classifier_lib, contract, data, linear_init, stages
+from components.linear_evaluator import probe
+from components.simclr_trainer import model as model_lib
 from components.fine_tuner.params import FineTunerParams
 
 
@@ -75,7 +77,50 @@ def test_the_classifier_is_the_encoder_the_first_head_layer_and_a_new_layer():
   assert all(id(w) in shared for w in encoder.weights)
 
 
-def _tiny_stage(tmp_path, max_steps, fail_at=None):
+def test_the_new_layer_reads_the_served_embedding_and_the_first_head_layer():
+  model, _, _ = classifier_lib.build_classifier('resnet_small', 16, 0.25, 5, head_layers=2,
+                                                embedding_stages=2, embedding_pool='avg_max')
+  embedder = model_lib.build_embedder(model_lib.build_encoder('resnet_small', 16, 0.25),
+                                     'resnet_small', 2, 'avg_max')
+  served, h = embedder.output_shape[0][-1], embedder.output_shape[1][-1]
+  assert classifier_lib.features_model(model).output_shape == (None, served + h)
+
+
+@pytest.mark.parametrize('classes,num_classes', [((0, 1, 2, 3), 4), ((0, 1), 2), ((0, 2, 3), 5)])
+def test_the_probe_folded_into_the_new_layer_gives_the_probes_probabilities(classes,
+                                                                           num_classes):
+  """Multinomial, two classes (scikit-learn's one row) and classes without a label (1 and 4)."""
+  rng = np.random.default_rng(len(classes))
+  y = np.array(classes * 30)
+  x = rng.normal(size=(len(y), 6)) * rng.uniform(0.1, 20, size=6) + rng.normal(size=6) * 5
+  x[:, :2] += y[:, None] * 2.0  # two features carry the class
+  fitted = probe.LinearProbe(x, y)
+  mean, scale, kernel, bias = linear_init.probe_weights(fitted, num_classes)
+  logits = ((x - mean) / scale) @ kernel + bias
+  got = _softmax(logits)
+  present = got[:, list(classes)]
+  np.testing.assert_allclose(present / present.sum(axis=1, keepdims=True),
+                             fitted.predict_proba(x), atol=1e-6)
+  absent = sorted(set(range(num_classes)) - set(classes))
+  assert np.all(got[:, absent] < 1e-3)
+
+
+def test_init_from_probe_makes_the_classifier_answer_as_the_probe_on_its_features():
+  model, _, _ = classifier_lib.build_classifier('resnet_small', 8, 0.25, 3)
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(60, 8, 8, 3)).astype(np.float32)
+  y = np.arange(60) % 3
+  x[:, :, :, 0] += y[:, None, None]  # a class signal the random encoder passes on
+  batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 60, 16)]
+  fitted = linear_init.init_from_probe(model, batches, 3)
+  assert fitted['images'] == 60
+  features = np.asarray(classifier_lib.features_model(model)(x, training=False), np.float64)
+  reference = probe.LinearProbe(features, y)
+  np.testing.assert_allclose(_softmax(np.asarray(model(x, training=False), np.float64)),
+                             reference.predict_proba(features), atol=1e-4)
+
+
+def _tiny_stage(tmp_path, max_steps, fail_at=None, learning_rate=0.1):
   model, _, _ = classifier_lib.build_classifier('resnet_small', 8, 0.25, 3)
   rng = np.random.default_rng(0)
   x = rng.normal(size=(64, 8, 8, 3)).astype(np.float32)
@@ -95,7 +140,7 @@ def _tiny_stage(tmp_path, max_steps, fail_at=None):
 
   return model, stages.Stage(
       name='finetuned', model=model, make_data=make_data, loss_fn=loss_fn, batch_size=8,
-      max_steps=max_steps, minutes=0.0, learning_rate=0.1, weight_decay=1e-4,
+      max_steps=max_steps, minutes=0.0, learning_rate=learning_rate, weight_decay=1e-4,
       checkpoint_dir=str(tmp_path / 'ckpt'), events_dir=str(tmp_path / 'events'),
       checkpoint_every=2)
 
@@ -116,6 +161,12 @@ def test_a_stage_killed_mid_way_resumes_from_its_checkpoint_and_a_finished_one_o
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_stage_whose_loss_is_no_longer_finite_stops_naming_its_rate_setting(tmp_path):
+  _, stage = _tiny_stage(tmp_path, max_steps=50, learning_rate=1e30)
+  with pytest.raises(FloatingPointError, match='finetune_learning_rate'):
+    stages.run(stage)
+
+
 def test_the_fine_tuning_views_keep_crop_and_flip_and_drop_colour_unless_asked():
   policy = {'image_size': 32, 'crop_size': 16, 'horizontal_flip': True,
             'random_resized_crop': {'scale': [0.2, 1.0], 'ratio': [0.75, 1.33]},
@@ -123,12 +174,12 @@ def test_the_fine_tuning_views_keep_crop_and_flip_and_drop_colour_unless_asked()
             'gaussian_blur': {'prob': 0.5, 'sigma': [0.1, 2.0], 'kernel_fraction': 0.1},
             'solarize': {'prob': 0.1, 'threshold': 0.5}}
   view = data.view_policy(policy, 'crop_flip')
-  assert view['crop_size'] == 16 and view['horizontal_flip']  # the encoder's training crops
+  assert view['crop_size'] == 32 and view['horizontal_flip']  # at the served size
   assert view['random_resized_crop'] == policy['random_resized_crop']
   assert (view['color_jitter']['prob'], view['grayscale_prob'], view['gaussian_blur']['prob'],
           view['solarize']['prob']) == (0.0, 0.0, 0.0, 0.0)
   full = data.view_policy(policy, 'simclr')
-  assert full['color_jitter'] == policy['color_jitter'] and full['crop_size'] == 16
+  assert full['color_jitter'] == policy['color_jitter'] and full['crop_size'] == 32
 
 
 def test_settings_are_checked_all_at_once():

@@ -3,6 +3,11 @@ a new linear layer; and the SavedModel that serves it.
 
 SimCLRv2 fine-tunes "from the first layer of the projection head": the encoder f, then the
 head's first Dense -> BN -> ReLU (pretrained), then a new Dense layer with one logit per class.
+Here the new layer reads that layer's output and, beside it, the encoder's served embedding
+(what the linear probe reads: with embedding_stages > 1 the pooled earlier stages too), through
+a fixed standardisation. It starts as the linear probe fitted on the labelled images' features
+(init_from_probe: LP-FT, Kumar et al. 2022), so fine-tuning starts at the probe's answers and
+its first steps do not push a random layer's errors back into the pretrained features.
 A random-init twin of the same architecture is the supervised comparison; a student of the same
 or another backbone is the distillation's.
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -26,23 +32,58 @@ from components.simclr_trainer import export, model as model_lib
 
 
 LOGITS_LAYER = 'classifier_logits'  # the new layer of fine-tuning
+FEATURES_LAYER = 'classifier_features'  # what it reads: [served embedding, head layer 1]
+STANDARDIZE_LAYER = 'classifier_standardize'
+
+
+class Standardize(layers.Layer):
+  """(x - mean) / scale, with mean and scale held as non-trainable weights (so checkpoints,
+  get_weights and the SavedModel carry them); the identity until init_from_probe sets them."""
+
+  def build(self, input_shape):
+    dim = int(input_shape[-1])
+    self.mean = self.add_weight(name='mean', shape=(dim,), initializer='zeros', trainable=False)
+    self.scale = self.add_weight(name='scale', shape=(dim,), initializer='ones', trainable=False)
+
+  def call(self, x):
+    return (x - self.mean) / self.scale
 
 
 def build_classifier(backbone: str, image_size: int, width_multiplier: float, num_classes: int,
                      head_layers: int = 2, projection_dim: int = 128,
-                     any_input_size: bool = False):
+                     any_input_size: bool = False, embedding_stages: int = 1,
+                     embedding_pool: str = 'avg'):
   """(classifier: images -> logits [B, C] in float32, encoder, projection head). The encoder and
   the whole head are returned so that pretrained weights load into them by their names; the
   classifier shares the encoder and the head's first layer. any_input_size: square inputs of
-  any side (training crops smaller than image_size), the same weights."""
+  any side (training crops smaller than image_size), the same weights. embedding_stages and
+  embedding_pool: the encoder's served embedding (model.build_embedder)."""
   encoder = model_lib.build_encoder(backbone, image_size, width_multiplier,
                                     any_input_size=any_input_size)
+  embedding, h = model_lib.build_embedder(encoder, backbone, embedding_stages,
+                                          embedding_pool).outputs
   head = model_lib.build_projection_head(encoder.output_shape[-1], projection_dim, head_layers)
-  x = encoder.output
+  x = h
   for name in ('head_dense1', 'head_bn1', 'head_relu1'):
     x = head.get_layer(name)(x)
-  logits = layers.Dense(num_classes, dtype='float32', name=LOGITS_LAYER)(x)
+  features = layers.Concatenate(name=FEATURES_LAYER, dtype='float32')([embedding, x])
+  standardized = Standardize(name=STANDARDIZE_LAYER, dtype='float32')(features)
+  logits = layers.Dense(num_classes, dtype='float32', name=LOGITS_LAYER)(standardized)
   return keras.Model(encoder.input, logits, name='classifier'), encoder, head
+
+
+def features_model(classifier) -> keras.Model:
+  """images -> the features the new layer reads (before the standardisation)."""
+  return keras.Model(classifier.input, classifier.get_layer(FEATURES_LAYER).output)
+
+
+def set_linear_layer(classifier, mean, scale, kernel, bias) -> None:
+  """The standardisation and the new layer, from a linear model on the features: logits =
+  ((features - mean) / scale) @ kernel + bias, kernel [D, num_classes]."""
+  classifier.get_layer(STANDARDIZE_LAYER).set_weights(
+      [np.asarray(mean, np.float32), np.asarray(scale, np.float32)])
+  classifier.get_layer(LOGITS_LAYER).set_weights(
+      [np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
 
 
 def load_pretrained(encoder, head, saved_model_dir: str) -> None:

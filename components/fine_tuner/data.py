@@ -17,10 +17,12 @@ from components.dual_view_transform import augment, dataset as dv_dataset
 from components.linear_evaluator import probe
 
 def view_policy(policy: Dict[str, Any], augmentation: str) -> Dict[str, Any]:
-  """The views the classifiers train on: the pretraining policy's crop (at its crop size, as
-  the encoder was trained; served at image_size) and flip (SimCLRv2 fine-tunes with these
-  only), or with 'simclr' its colour, greyscale and blur too."""
-  view = dict(policy, crop_size=int(policy.get('crop_size') or policy['image_size']))
+  """The views the classifiers train on: the pretraining policy's crop and flip (SimCLRv2
+  fine-tunes with these only), or with 'simclr' its colour, greyscale and blur too; at the
+  served image_size, also where the encoder pretrained on smaller crops: a new layer fitted
+  to the smaller crops' features does not carry over to the served size (docs/benchmarks.md,
+  "make bench-finetune")."""
+  view = dict(policy, crop_size=int(policy['image_size']))
   if augmentation == 'crop_flip':
     view.update(color_jitter=dict(policy['color_jitter'], prob=0.0), grayscale_prob=0.0,
                 gaussian_blur=dict(policy['gaussian_blur'], prob=0.0),
@@ -96,3 +98,17 @@ def all_views(split_uri: str, policy, hashes, batch_size: int, seed: int,
   records = _records(split_uri, int(policy['image_size'])).map(
       lambda r: dict(r, use_label=tf.cast(member(r['sha256']), tf.float32)))
   return _batches(records, batch_size, seed, start_step, _views(policy, seed, True))
+
+
+def labelled_images(split_uri: str, image_size: int, hashes, batch_size: int = 256):
+  """One pass of (normalised whole image, label) batches of the chosen labelled records, as
+  served (no augmentation): what the new layer's initial linear probe is fitted on."""
+  member = _membership(hashes)
+
+  def whole(batch):
+    x = augment.normalize(tf.cast(batch['image'], tf.float32) / 255.0,
+                          tf.reshape(batch['mean'], [-1, 1, 1, 3]),
+                          tf.reshape(batch['std'], [-1, 1, 1, 3]))
+    return x, batch['label']
+  return (_records(split_uri, image_size).filter(lambda r: member(r['sha256']))
+          .batch(batch_size).map(whole, num_parallel_calls=tf.data.AUTOTUNE))

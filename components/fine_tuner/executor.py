@@ -25,7 +25,8 @@ from components.simclr_trainer import contract as trainer_contract
 
 
 def _fingerprint(uris, params: FineTunerParams) -> str:
-  payload = json.dumps({'inputs': sorted(uris), 'params': params.fingerprint()}, sort_keys=True)
+  payload = json.dumps({'inputs': sorted(uris), 'params': params.fingerprint(),
+                       'architecture': finetune.ARCHITECTURE}, sort_keys=True)
   return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -46,6 +47,8 @@ def read_job(input_dict, run_dir: str, checkpoint_root: str, params: FineTunerPa
       width_multiplier=encoder.get_float_custom_property(trainer_contract.WIDTH_MULTIPLIER),
       head_layers=int(prop(trainer_contract.HEAD_LAYERS)),
       projection_dim=int(prop(trainer_contract.PROJECTION_DIM)),
+      embedding_stages=int(prop(trainer_contract.EMBEDDING_STAGES)),
+      embedding_pool=encoder.get_string_custom_property(trainer_contract.EMBEDDING_POOL),
       class_names=class_names,
       checkpoint_dir=f'{checkpoint_root}/{contract.CHECKPOINTS_PREFIX}{fingerprint}',
       run_dir=run_dir)

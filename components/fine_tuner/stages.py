@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from typing import Any, Callable
@@ -25,6 +26,8 @@ from components.simclr_trainer import optim
 from components.simclr_trainer.time_budget import TimeBudget
 
 WARMUP_FRACTION = 0.05
+RATE_SETTINGS = {'finetuned': 'finetune_learning_rate', 'distilled': 'distill_learning_rate',
+                 'supervised': 'supervised_learning_rate'}
 STATE_FILE = 'stage.json'  # in a stage's checkpoint folder: its plan and seconds so far
 
 
@@ -58,6 +61,7 @@ class Stage:
   checkpoint_dir: str
   events_dir: str
   checkpoint_every: int = 100
+  optimizer: str = 'sgd'  # optim.build_optimizer: sgd (momentum 0.9) or lars
 
 
 def run(stage: Stage) -> dict:
@@ -66,7 +70,7 @@ def run(stage: Stage) -> dict:
   schedule = optim.WarmupCosine(stage.learning_rate,
                                 tf.Variable(WARMUP_FRACTION * stage.max_steps, trainable=False),
                                 tf.Variable(float(stage.max_steps), trainable=False))
-  optimizer = optim.build_optimizer('sgd', schedule, 0.0)
+  optimizer = optim.build_optimizer(stage.optimizer, schedule, 0.0)
   optimizer.build(stage.model.trainable_variables)  # every slot, before a restore or a step
   step = tf.Variable(0, dtype=tf.int64, trainable=False)
   manager = tf.train.CheckpointManager(
@@ -89,6 +93,7 @@ def run(stage: Stage) -> dict:
   while done < budget.total_steps:
     loss, right, count = train_step(next(data))
     done += 1
+    _check_finite(stage, float(loss), done)
     step.assign(done)
     correct, seen = correct + float(right), seen + float(count)
     if budget.after_step(done):
@@ -106,6 +111,14 @@ def run(stage: Stage) -> dict:
   return {'steps': int(done), 'resumed_from_step': start, 'final_loss': float(loss),
           'train_accuracy': correct / seen if seen else None,
           'train_seconds': round(float(saved.get('train_seconds', 0.0)), 1)}
+
+
+def _check_finite(stage: Stage, loss: float, step: int) -> None:
+  if not math.isfinite(loss):
+    raise FloatingPointError(
+        f'FineTuner: the {stage.name} stage\'s loss became {loss} at step {step} at a peak '
+        f'learning rate of {stage.learning_rate}: lower '
+        f'{RATE_SETTINGS.get(stage.name, "its learning rate")} and run again')
 
 
 def _set_schedule(schedule, budget) -> None:
