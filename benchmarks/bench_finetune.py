@@ -136,7 +136,8 @@ def measure(out: str, fraction: float, images, names) -> dict:
 
 
 def targets_met(result: dict, where: str) -> dict:
-  top1 = result[where]
+  """where: 'eval' (metrics.json: top-1 and ECE per model) or 'test' (top-1 per model)."""
+  top1 = {m: v['top1'] if isinstance(v, dict) else v for m, v in result[where].items()}
   best = max(top1.get('finetuned', 0.0), top1.get('distilled', 0.0))
   return {'over_probe': round(best - top1['linear_probe'], 4),
           'over_supervised': round(best - top1.get('supervised', float('nan')), 4),
