@@ -116,3 +116,14 @@ def test_batch_norm_recalibration_averages_the_statistics_of_the_given_images():
   within = np.mean([images[k * 100:(k + 1) * 100].var(axis=(0, 1, 2)) for k in range(5)], 0)
   np.testing.assert_allclose(norm.moving_variance.numpy(), within, rtol=0.02)
   assert norm.momentum == 0.9
+
+
+def test_bench_finetune_targets_read_both_the_eval_metrics_and_the_test_top1():
+  from benchmarks import bench_finetune
+  result = {'eval': {'linear_probe': {'top1': 0.50, 'ece': 0.1},
+                     'finetuned': {'top1': 0.54, 'ece': 0.1},
+                     'supervised': {'top1': 0.30, 'ece': 0.1}},
+            'test': {'linear_probe': 0.50, 'distilled': 0.52, 'supervised': 0.30}}
+  assert bench_finetune.targets_met(result, 'eval') == {
+      'over_probe': 0.04, 'over_supervised': 0.24, 'met': True}
+  assert bench_finetune.targets_met(result, 'test')['met'] is False  # 2 points over the probe
