@@ -140,7 +140,8 @@ def _tiny_stage(tmp_path, max_steps, fail_at=None, learning_rate=0.1):
 
   return model, stages.Stage(
       name='finetuned', model=model, make_data=make_data, loss_fn=loss_fn, batch_size=8,
-      max_steps=max_steps, minutes=0.0, learning_rate=learning_rate, weight_decay=1e-4,
+      max_steps=max_steps, minutes=0.0, learning_rate=learning_rate,
+      rate_setting='finetune_learning_rate', weight_decay=1e-4,
       checkpoint_dir=str(tmp_path / 'ckpt'), events_dir=str(tmp_path / 'events'),
       checkpoint_every=2)
 

@@ -51,15 +51,12 @@ class Standardize(layers.Layer):
 
 def build_classifier(backbone: str, image_size: int, width_multiplier: float, num_classes: int,
                      head_layers: int = 2, projection_dim: int = 128,
-                     any_input_size: bool = False, embedding_stages: int = 1,
-                     embedding_pool: str = 'avg'):
+                     embedding_stages: int = 1, embedding_pool: str = 'avg'):
   """(classifier: images -> logits [B, C] in float32, encoder, projection head). The encoder and
   the whole head are returned so that pretrained weights load into them by their names; the
-  classifier shares the encoder and the head's first layer. any_input_size: square inputs of
-  any side (training crops smaller than image_size), the same weights. embedding_stages and
+  classifier shares the encoder and the head's first layer. embedding_stages and
   embedding_pool: the encoder's served embedding (model.build_embedder)."""
-  encoder = model_lib.build_encoder(backbone, image_size, width_multiplier,
-                                    any_input_size=any_input_size)
+  encoder = model_lib.build_encoder(backbone, image_size, width_multiplier)
   embedding, h = model_lib.build_embedder(encoder, backbone, embedding_stages,
                                           embedding_pool).outputs
   head = model_lib.build_projection_head(encoder.output_shape[-1], projection_dim, head_layers)

@@ -54,12 +54,17 @@ def chosen_labels(split_uri: str, image_size: int, fraction: float):
   return hashes[keep], labels[keep]
 
 
+def _normalized(images, batch):
+  """Unit-range images normalised with each record's own channel statistics, as served."""
+  return augment.normalize(images, tf.reshape(batch['mean'], [-1, 1, 1, 3]),
+                           tf.reshape(batch['std'], [-1, 1, 1, 3]))
+
+
 def _views(policy, seed: int, with_label_mask: bool):
   def make(batch, index):
     step_seed = tf.stack([tf.constant(seed, tf.int64), index])
     images = augment.simclr_view(tf.cast(batch['image'], tf.float32) / 255.0, policy, step_seed)
-    x = augment.normalize(images, tf.reshape(batch['mean'], [-1, 1, 1, 3]),
-                          tf.reshape(batch['std'], [-1, 1, 1, 3]))
+    x = _normalized(images, batch)
     if with_label_mask:
       return x, tf.maximum(batch['label'], 0), batch['use_label']
     return x, batch['label']
@@ -106,9 +111,6 @@ def labelled_images(split_uri: str, image_size: int, hashes, batch_size: int = 2
   member = _membership(hashes)
 
   def whole(batch):
-    x = augment.normalize(tf.cast(batch['image'], tf.float32) / 255.0,
-                          tf.reshape(batch['mean'], [-1, 1, 1, 3]),
-                          tf.reshape(batch['std'], [-1, 1, 1, 3]))
-    return x, batch['label']
+    return _normalized(tf.cast(batch['image'], tf.float32) / 255.0, batch), batch['label']
   return (_records(split_uri, image_size).filter(lambda r: member(r['sha256']))
           .batch(batch_size).map(whole, num_parallel_calls=tf.data.AUTOTUNE))

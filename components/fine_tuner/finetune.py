@@ -27,6 +27,10 @@ from components.fine_tuner import classifier as classifier_lib, contract, data, 
 from components.fine_tuner.params import FineTunerParams
 from components.simclr_trainer import export, hardware, training
 
+# Each stage's peak learning rate setting.
+RATE_SETTINGS = {'finetuned': 'finetune_learning_rate', 'distilled': 'distill_learning_rate',
+                 'supervised': 'supervised_learning_rate'}
+
 # In the stages' checkpoint fingerprint: raised when the classifier's layers change, so that a
 # rerun after an upgrade trains anew instead of failing to restore an older checkpoint.
 ARCHITECTURE = 2
@@ -83,10 +87,9 @@ def run(job: FineTuneJob, params: FineTunerParams) -> Dict:
       outcome['distilled'] = _distil(job, params, hashes, view, models)
     if params.supervised_baseline:
       models['supervised'] = _classifier(job, job.backbone, job.width_multiplier, pretrained=False)
-      stage = _stage(job, 'supervised', models['supervised'], labelled,
-                     _supervised_loss(True), params, steps, params.finetune_minutes)
-      stage.learning_rate = params.supervised_learning_rate
-      outcome['supervised'] = stages.run(stage)  # from random weights: no statistics to keep
+      outcome['supervised'] = stages.run(_stage(  # from random weights: no statistics to keep
+          job, 'supervised', models['supervised'], labelled, _supervised_loss(True), params,
+          steps, params.finetune_minutes))
   for name, model in models.items():
     _export(job, params, name, model)
   outcome['seconds'] = round(time.time() - started, 1)
@@ -125,10 +128,8 @@ def _distil(job, params, hashes, view, models) -> Dict:
   every = lambda start: data.all_views(job.train_uri, view, hashes, batch, params.finetune_seed,
                                        start)
   steps = max(1, dv_dataset.count_records(job.train_uri) // batch) * params.distill_epochs
-  stage = _stage(job, 'distilled', models['distilled'], every, loss_fn, params, steps,
-                 params.distill_minutes)
-  stage.learning_rate = params.distill_learning_rate
-  return stages.run(stage)
+  return stages.run(_stage(job, 'distilled', models['distilled'], every, loss_fn, params, steps,
+                           params.distill_minutes))
 
 
 def _start_from_probe(job, params, stage, hashes) -> Dict:
@@ -181,7 +182,8 @@ def _stage(job, name, model, make_data, loss_fn, params, steps, minutes) -> stag
   return stages.Stage(
       name=name, model=model, make_data=make_data, loss_fn=loss_fn,
       batch_size=params.finetune_batch_size, max_steps=steps, minutes=minutes,
-      learning_rate=params.finetune_learning_rate, weight_decay=params.finetune_weight_decay,
+      learning_rate=getattr(params, RATE_SETTINGS[name]), rate_setting=RATE_SETTINGS[name],
+      weight_decay=params.finetune_weight_decay,
       checkpoint_dir=f'{job.checkpoint_dir}/{name}', events_dir=f'{job.run_dir}/events',
       checkpoint_every=params.finetune_checkpoint_every_steps,
       # From random weights, the supervised model takes plain SGD's fixed steps; the pretrained

@@ -26,8 +26,6 @@ from components.simclr_trainer import optim
 from components.simclr_trainer.time_budget import TimeBudget
 
 WARMUP_FRACTION = 0.05
-RATE_SETTINGS = {'finetuned': 'finetune_learning_rate', 'distilled': 'distill_learning_rate',
-                 'supervised': 'supervised_learning_rate'}
 STATE_FILE = 'stage.json'  # in a stage's checkpoint folder: its plan and seconds so far
 
 
@@ -57,6 +55,7 @@ class Stage:
   max_steps: int
   minutes: float
   learning_rate: float
+  rate_setting: str  # the setting learning_rate came from, named when the loss diverges
   weight_decay: float
   checkpoint_dir: str
   events_dir: str
@@ -118,7 +117,7 @@ def _check_finite(stage: Stage, loss: float, step: int) -> None:
     raise FloatingPointError(
         f'FineTuner: the {stage.name} stage\'s loss became {loss} at step {step} at a peak '
         f'learning rate of {stage.learning_rate}: lower '
-        f'{RATE_SETTINGS.get(stage.name, "its learning rate")} and run again')
+        f'{stage.rate_setting} and run again')
 
 
 def _set_schedule(schedule, budget) -> None:
