@@ -88,6 +88,9 @@ class PipelineConfig(RunSettings, PusherParams, EdgeExportParams, ClassifierEval
       found += part.problems(self)
     check(found, not (self.local_crops and self.negatives_queue_size),
           'local_crops and negatives_queue_size cannot be combined; set one of them to 0')
+    check(found, not (self.local_crops and self.micro_batch_size),
+          'local_crops and micro_batch_size (gradient caching) cannot be combined; set one of '
+          'them to 0')
     if found:
       raise ConfigError('invalid configuration:\n  - ' + '\n  - '.join(found))
     return self

@@ -174,8 +174,9 @@ def three_runs(mnist_subset, tmp_path_factory):
 
   1. smoke with warm_start on, when nothing is blessed yet: trained from scratch, pushed;
   2. seed 7, no baseline comparison: a second model from the cached ingest, pushed;
-  3. warm started from the latest blessed model (2), bfloat16, a negatives queue, a different
-     embedding read-out, and an impossible gain demanded over that model: not pushed."""
+  3. warm started from the latest blessed model (2), bfloat16, a negatives queue, gradient
+     caching, a different embedding read-out, and an impossible gain demanded over that model:
+     not pushed."""
   from pipeline import runner
   out = tmp_path_factory.mktemp('three_runs')
   first = runner.run_pipeline(smoke_config(mnist_subset, out, warm_start='true'), engine='local')
@@ -183,6 +184,7 @@ def three_runs(mnist_subset, tmp_path_factory):
       smoke_config(mnist_subset, out, seed=7, bless_compare_with_baseline='false'), engine='local')
   third = runner.run_pipeline(smoke_config(
       mnist_subset, out, warm_start='true', seed=7, precision='mixed_bfloat16',
-      negatives_queue_size=64, bless_max_drop_vs_baseline=-1.0, embedding_stages=2,
+      negatives_queue_size=64, micro_batch_size=8, bless_max_drop_vs_baseline=-1.0,
+      embedding_stages=2,
       embedding_pool='avg_max'), engine='local')
   return str(out), first, second, third

@@ -110,6 +110,42 @@ multi_crop_distributed, _ = multi_crop_loss(strategy)
 multi_crop_reference = float(losses.multi_crop_loss(
     project(crops_data[0]), project(crops_data[1]),
     tf.concat([project(crops_data[2][:, j]) for j in range(2)], axis=0), 2, 0.3))
+
+# Gradient caching on two replicas: micro-batches of 2 per replica, with cross-replica negatives
+# and synchronised batch norm (each micro-batch's statistics over both replicas' rows), equal one
+# replica's cached step in micro-batches of 4 holding the same rows (NT-Xent and the gradients
+# do not depend on the order of the images).
+gc_a = tf.constant(rng.normal(size=(n, 8)), tf.float32)
+gc_b = gc_a + tf.constant(0.3 * rng.normal(size=(n, 8)), tf.float32)
+gc_single = model.build_projection_head(8, 4, 2, sync_batch_norm=False)
+with strategy.scope():
+  gc_sync = model.build_projection_head(8, 4, 2, sync_batch_norm=True)
+gc_sync.set_weights(gc_single.get_weights())
+
+
+def cached_step(head_, micro, replicas_):
+  def fn(a, b):
+    loss, _, _, grads = step_lib.cached_contrastive_gradients(
+        lambda x: head_(x, training=True), head_.trainable_variables,
+        head_.non_trainable_variables, a, b, micro,
+        lambda z_a, z_b: losses.nt_xent_loss(z_a, z_b, 0.3), lambda loss: loss / replicas_)
+    return loss, grads
+  return fn
+
+
+@tf.function
+def gc_distributed():
+  loss, grads = strategy.run(cached_step(gc_sync, 2, replicas), args=(shard(gc_a), shard(gc_b)))
+  return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+          [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads])
+
+
+order = [0, 1, 4, 5, 2, 3, 6, 7]  # micro-batch i of one replica = micro-batch i of each of two
+gc_loss_1, gc_grads_1 = tf.function(cached_step(gc_single, 4, 1))(tf.gather(gc_a, order),
+                                                                   tf.gather(gc_b, order))
+gc_loss_2, gc_grads_2 = gc_distributed()
+gc_grad_diff = max(float(tf.reduce_max(tf.abs(g1 - g2))) for g1, g2 in zip(gc_grads_1, gc_grads_2))
+gc_grad_max = max(float(tf.reduce_max(tf.abs(g))) for g in gc_grads_1)
 print(json.dumps({
     'replicas': replicas, 'strategy': type(strategy).__name__,
     'single_loss': float(single_loss), 'distributed_loss': float(dist_loss),
@@ -120,5 +156,7 @@ print(json.dumps({
     'multi_crop_single_loss': multi_crop_single,
     'multi_crop_distributed_loss': multi_crop_distributed,
     'multi_crop_reference_loss': multi_crop_reference,
+    'cached_single_loss': float(gc_loss_1), 'cached_distributed_loss': float(gc_loss_2),
+    'cached_grad_max_abs_diff': gc_grad_diff, 'cached_grad_max_abs': gc_grad_max,
     'sync_bn_layers': sum(1 for layer in head_sync.layers if getattr(layer, 'synchronized', False)),
 }))

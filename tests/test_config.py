@@ -159,6 +159,8 @@ def test_contrastive_loss_choices_match_the_losses():
      'local crop scales must satisfy'),
     (['local_crops=2', 'negatives_queue_size=256'],
      'local_crops and negatives_queue_size cannot be combined'),
+    (['local_crops=2', 'micro_batch_size=32'],
+     'local_crops and micro_batch_size (gradient caching) cannot be combined'),
 ])
 def test_impossible_local_crops_are_refused(sets, message):
   with pytest.raises(ConfigError) as error:
@@ -268,3 +270,16 @@ def test_params_json_is_checked_when_an_executor_reads_it():
     TrainerParams.from_json('{"batch_sise": 64}')
   with pytest.raises(BaseConfigError, match='batch_size must be int'):
     TrainerParams.from_json('{"batch_size": "64"}')
+
+
+@pytest.mark.parametrize('sets,message', [
+    (['micro_batch_size=-1'], 'micro_batch_size must be >= 0'),
+    (['batch_size=128', 'micro_batch_size=48'], 'micro_batch_size (48) must divide'),
+    (['batch_size=128', 'trainer_workers=2', 'micro_batch_size=128'],
+     'micro_batch_size (128) must divide'),
+])
+def test_a_micro_batch_that_does_not_divide_the_batch_is_refused(sets, message):
+  with pytest.raises(ConfigError) as error:
+    build_config(set_args=sets)
+  assert message in str(error.value)
+  build_config(set_args=['batch_size=128', 'trainer_workers=2', 'micro_batch_size=32'])

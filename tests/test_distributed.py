@@ -46,3 +46,12 @@ def test_multi_crop_step_pairs_each_crop_with_its_own_image_on_one_and_two_repli
                                                            rel=1e-5)
   assert result['multi_crop_distributed_loss'] == pytest.approx(result['multi_crop_single_loss'],
                                                                 rel=1e-5)
+
+
+def test_gradient_caching_on_two_replicas_equals_one_replica(result):
+  """Micro-batches with cross-replica negatives and synchronised batch norm: the loss and the
+  gradients of one replica holding the same micro-batches (tests/test_gradient_cache.py: one
+  replica against one tape over the batch)."""
+  assert result['cached_distributed_loss'] == pytest.approx(result['cached_single_loss'],
+                                                            rel=1e-5)
+  assert result['cached_grad_max_abs_diff'] <= 1e-5 * max(1e-6, result['cached_grad_max_abs'])

@@ -309,8 +309,8 @@ def test_tfx_cli_local_flow_compiles_the_same_dag(local_run, mnist_subset, tmp_p
   assert pushed['pushed_version'] == first['pushed_version']  # already served: nothing new
 
 
-def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(three_runs,
-                                                                              mnist_subset):
+def test_warm_start_from_latest_blessed_with_bfloat16_a_negatives_queue_and_micro_batches(
+    three_runs, mnist_subset):
   out, first, blessed_run, third = three_runs
   executions = executions_by_component(first['metadata'], first['run_id'])
   assert first['pushed'] and 'latest_blessed_model_resolver' in executions
@@ -326,6 +326,8 @@ def test_warm_start_from_latest_blessed_with_bfloat16_and_a_negatives_queue(thre
   assert trainer['inputs']['base_model'][0]['id'] == baseline['id']
   model = trainer['outputs']['model'][0]
   assert model['properties']['warm_started_from'] == baseline['uri']
+  assert model['properties']['micro_batch_size'] == 8  # gradient-cached, with the queue
+  assert np.isfinite(model['properties']['final_loss'])
   evaluator = executions['LinearEvaluator']
   assert evaluator['inputs']['baseline_model'][0]['id'] == baseline['id']
   with open(os.path.join(evaluator['outputs']['evaluation'][0]['uri'], 'metrics.json')) as f:

@@ -21,7 +21,8 @@ def budget_run(mnist_subset, tmp_path_factory):
   command = [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', mnist_subset,
              '--output', out, '--preset', 'smoke', '--set', f'train_steps={EPOCH_STEPS}',
              '--set', f'train_minutes={BUDGET_MINUTES}', '--set', 'checkpoint_every_steps=50',
-             '--set', 'precision=auto', '--summary-json', os.path.join(out, 's.json')]
+             '--set', 'precision=auto', '--set', 'micro_batch_size=16',  # gradient caching
+             '--summary-json', os.path.join(out, 's.json')]
   run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
   assert run.returncode == 0, run.stderr[-3000:]
   return out, run

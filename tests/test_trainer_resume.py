@@ -19,13 +19,15 @@ from tests.conftest import REPO, checkpoint_steps, executions_by_component
 pytestmark = pytest.mark.slow
 
 STEPS, EVERY = 100, 10
+MICRO = 8  # gradient caching: resumed, and on two workers with cross-worker negatives
 
 
 def command(data_dir, out, workers):
   return [sys.executable, '-m', 'simclr_tools.cli', 'run', '--data-dir', data_dir, '--output', out,
           '--preset', 'smoke', '--set', f'train_steps={STEPS}',
           '--set', f'checkpoint_every_steps={EVERY}', '--set', 'edge_export=false',
-          '--set', f'trainer_workers={workers}', '--set', 'probe_context_baselines=false']
+          '--set', f'trainer_workers={workers}', '--set', 'probe_context_baselines=false',
+          '--set', f'micro_batch_size={MICRO}']
 
 
 def worker_pid(out: str, index: int):
@@ -103,6 +105,7 @@ def test_sigkill_mid_training_then_two_workers_resume_then_sigkill_one_worker(mn
   assert trainer['state'] == 'COMPLETE'
   props = trainer['outputs']['model'][0]['properties']
   assert props['resumed_from_step'] == resumed and props['train_steps'] == STEPS
+  assert props['micro_batch_size'] == MICRO
   assert executions['Pusher']['state'] == 'COMPLETE'
   _assert_two_local_workers_ran(trainer['outputs']['model_run'][0])
 

@@ -22,6 +22,7 @@ EMBEDDING_STAGES = 'embedding_stages'
 EMBEDDING_POOL = 'embedding_pool'
 CONTRASTIVE_LOSS = 'contrastive_loss'
 LOCAL_CROPS = 'local_crops'
+MICRO_BATCH_SIZE = 'micro_batch_size'  # 0: no gradient caching
 FINAL_LOSS = 'final_loss'
 KNN_MONITOR_TOP1 = 'knn_monitor_top1'
 # Of the ModelRun: the TensorBoard event folder, and where training ran: the number of worker

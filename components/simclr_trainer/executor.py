@@ -85,7 +85,8 @@ def _record(model, model_run, params, inputs, outcome) -> None:
                       (contract.PROJECTION_DIM, params.projection_dim),
                       (contract.HEAD_LAYERS, params.head_layers),
                       (contract.IMAGE_SIZE, inputs.image_size),
-                      (contract.LOCAL_CROPS, inputs.local_crops)):
+                      (contract.LOCAL_CROPS, inputs.local_crops),
+                      (contract.MICRO_BATCH_SIZE, params.micro_batch_size)):
     model.set_int_custom_property(name, value)
   for name, value in ((contract.EMBEDDING_POOL, params.embedding_pool),
                       (contract.BACKBONE, params.backbone),

@@ -61,6 +61,10 @@ class TrainerParams(ComponentParams):
   keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all (to probe along training)
   seed: int = 42
   negatives_queue_size: int = 0  # > 0: MoCo-style queue of past projections as extra negatives
+  # > 0: gradient caching (step.py): the exact loss and gradients of the whole batch while the
+  # activations of only this many images per view are held; each replica's share of the batch
+  # must be a multiple. Batch norm then normalises each micro-batch by its own statistics.
+  micro_batch_size: int = 0
   # float32 | mixed_bfloat16 | mixed_float16 | auto: bf16 where the CPU or GPU has it, else
   # float16 on older tensor-core GPUs, else float32 (resolved on the machine that trains).
   precision: str = 'float32'
@@ -110,6 +114,12 @@ class TrainerParams(ComponentParams):
     check(found, self.negatives_queue_size >= 0, 'negatives_queue_size must be >= 0')
     check(found, self.negatives_queue_size == 0 or self.negatives_queue_size % self.batch_size == 0,
           f'negatives_queue_size must be a multiple of batch_size ({self.batch_size})')
+    check(found, self.micro_batch_size >= 0, 'micro_batch_size must be >= 0 (0 = off)')
+    workers = max(self.trainer_workers, 1)
+    check(found, self.micro_batch_size == 0 or (
+        self.batch_size % workers == 0 and (self.batch_size // workers) % self.micro_batch_size == 0),
+          f'micro_batch_size ({self.micro_batch_size}) must divide each worker\'s share of '
+          f'batch_size ({self.batch_size} over {workers} worker(s))')
     return found
 
   def _schedule_problems(self) -> List[str]:
@@ -159,11 +169,14 @@ class TrainerParams(ComponentParams):
 
   def fingerprint(self) -> Dict[str, Any]:
     """The settings that make a run, as the run fingerprint hashes them. The values keep the
-    types the fingerprint has always hashed (jit_compile as 0/1), and contrastive_loss, added
-    later, enters only when it is not the default: checkpoints of earlier runs stay found."""
+    types the fingerprint has always hashed (jit_compile as 0/1), and contrastive_loss and
+    micro_batch_size, added later, enter only when not the default: checkpoints of earlier runs
+    stay found."""
     values = {name: getattr(self, name) for name in _FINGERPRINT}
     values.update(jit_compile=int(self.jit_compile), width_multiplier=float(self.width_multiplier),
                   train_minutes=float(self.train_minutes))
     if self.contrastive_loss != 'nt_xent':
       values['contrastive_loss'] = self.contrastive_loss
+    if self.micro_batch_size:  # batch norm's statistics are then the micro-batches'
+      values['micro_batch_size'] = self.micro_batch_size
     return values

@@ -75,7 +75,8 @@ def build_training_state(params: TrainerParams, image_size: int, total_steps: in
       strategy, encoder, head, optimizer, variables, params.temperature, queue=queue,
       queue_filled=queue_filled, queue_size=params.negatives_queue_size,
       float16=precision == 'mixed_float16', jit_compile=params.jit_compile,
-      contrastive_loss=params.contrastive_loss, local_crops=local_crops)
+      contrastive_loss=params.contrastive_loss, local_crops=local_crops,
+      micro_batch_size=params.micro_batch_size)
   return TrainingState(encoder, head, embedder, optimizer, schedule, variables, step, queue,
                        queue_filled, train_step)
 

@@ -325,9 +325,11 @@ def _log_start(inputs, params, total_steps, strategy, precision, peak_lr,
                checkpoint_dir) -> None:
   local = (f' + {inputs.local_crops} local crops of {inputs.policy["local_crops"]["size"]} px'
            if inputs.local_crops else '')
-  logging.info('SimCLRTrainer: %d train images, batch %d, %d steps (%.1f epochs) on %d '
+  micro = (f' in gradient-cached micro-batches of {params.micro_batch_size}'
+           if params.micro_batch_size else '')
+  logging.info('SimCLRTrainer: %d train images, batch %d%s, %d steps (%.1f epochs) on %d '
                'replica(s), %s, %d px crops%s (served at %d px), peak lr %.4g, %s loss at '
-               'temperature %g, checkpoints in %s', inputs.num_train, params.batch_size,
+               'temperature %g, checkpoints in %s', inputs.num_train, params.batch_size, micro,
                total_steps, total_steps / inputs.steps_per_epoch,
                strategy.num_replicas_in_sync, precision, inputs.crop_size, local,
                inputs.image_size, peak_lr, params.contrastive_loss, params.temperature,

@@ -1,0 +1,146 @@
+"""Gradient caching: the memory and the speed of a large contrastive batch in micro-batches.
+
+  make bench-gradcache    (or: .venv/bin/python -m benchmarks.bench_gradcache [--steps N])
+
+The `cifar` preset's model, precision and augmentations (ResNet-18 x0.5, CIFAR stem, its crops)
+on 4,096 images of ../shared/datasets/cifar10/train, one fresh process per configuration:
+
+- batch 1024 in micro-batches of 128 (micro_batch_size=128: the exact batch-1024 loss);
+- batch 1024 without caching, where it fits in memory;
+- batch 128 without caching.
+
+Per configuration: the trainer's own train step (training.build_training_state), images/s over
+--steps steps after one warm-up step, and the process's peak resident memory, also less the
+memory it held before the first step (the model, the optimiser and the decoded images), which
+is what the step's activations add. The table goes between the bench-gradcache markers of
+docs/benchmarks.md; the last output line is a JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET = os.path.join(os.path.dirname(REPO), 'shared', 'datasets', 'cifar10', 'train')
+CONFIGS = ((1024, 128), (1024, 0), (128, 0))  # (batch, micro_batch_size)
+IMAGES = 4096
+
+
+def _rss_mib() -> float:
+  with open('/proc/self/status', encoding='ascii') as f:
+    kib = next(int(line.split()[1]) for line in f if line.startswith('VmRSS:'))
+  return kib / 1024
+
+
+def write_split(folder: str, count: int) -> str:
+  """The first count/10 images of each class folder, decoded, as a transformed train split."""
+  import numpy as np
+  from PIL import Image
+  from benchmarks import bench_input
+  classes = sorted(os.listdir(DATASET))
+  pixels = []
+  for name in classes:
+    files = sorted(os.listdir(os.path.join(DATASET, name)))[:count // len(classes)]
+    for file in files:
+      with open(os.path.join(DATASET, name, file), 'rb') as f:
+        pixels.append(np.array(Image.open(io.BytesIO(f.read())).convert('RGB').resize((32, 32))))
+  split = os.path.join(folder, 'Split-train')
+  bench_input.write_transformed(np.stack(pixels), split)
+  return split
+
+
+def child(split: str, batch: int, micro: int, steps: int) -> dict:
+  """One configuration in this process: the trainer's state and step on the split."""
+  import tensorflow as tf
+  from components.dual_view_transform import dataset
+  from components.simclr_trainer import hardware, training
+  from components.simclr_trainer.params import TrainerParams
+  from pipeline.config import build_config
+  config = build_config(preset='cifar', set_args=[f'batch_size={batch}',
+                                                  f'micro_batch_size={micro}'])
+  params = TrainerParams.of(config)
+  precision = hardware.training_precision(params.precision, 'bench-gradcache')
+  state = training.build_training_state(params, config.image_size, 10_000, precision=precision,
+                                        any_input_size=True)
+  data = iter(dataset.dual_view_dataset(split, config.augmentation_policy(), batch, seed=0))
+  for _ in range(IMAGES // batch + 1):
+    next(data)  # one pass fills the decoded-image cache
+  before = _rss_mib()
+  state.train_step(next(data))  # warm-up: traces the step
+  started = time.perf_counter()
+  for _ in range(steps):
+    loss, _, _ = state.train_step(next(data))
+  float(loss)
+  seconds = time.perf_counter() - started
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return {'batch': batch, 'micro_batch_size': micro, 'precision': precision,
+          'images_per_sec': round(steps * batch / seconds, 1), 'peak_rss_mib': round(peak),
+          'step_rss_mib': round(peak - before), 'loss': round(float(loss), 4),
+          'backbone': params.backbone, 'width_multiplier': params.width_multiplier,
+          'crop_px': config.augmentation_policy()['crop_size'], 'tf': tf.__version__}
+
+
+def run_config(split: str, batch: int, micro: int, steps: int) -> dict:
+  command = [sys.executable, '-m', 'benchmarks.bench_gradcache', '--child', split, '--batch',
+             str(batch), '--micro', str(micro), '--steps', str(steps)]
+  print('running:', ' '.join(command[2:]), flush=True)
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+  if result.returncode != 0:  # out of memory, typically: recorded, not fatal
+    tail = (result.stderr or '').strip().splitlines()[-1:] or [f'exit {result.returncode}']
+    return {'batch': batch, 'micro_batch_size': micro, 'failed': tail[0][:200]}
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def write_doc(rows, cpu: str) -> None:
+  from benchmarks import docs_section
+  lines = [f'Measured {datetime.date.today()} on {cpu}: the `cifar` preset\'s model '
+           f'({rows[0].get("backbone")} x{rows[0].get("width_multiplier")}, '
+           f'{rows[0].get("crop_px")} px crops, {rows[0].get("precision")}), `make bench-gradcache`.',
+           '', '| batch | micro-batch | images/s | peak memory (MiB) | added by the step (MiB) |',
+           '|---|---|---|---|---|']
+  for row in rows:
+    micro = row['micro_batch_size'] or 'off'
+    if 'failed' in row:
+      lines.append(f'| {row["batch"]} | {micro} | failed: {row["failed"]} | | |')
+    else:
+      lines.append(f'| {row["batch"]} | {micro} | {row["images_per_sec"]} | '
+                   f'{row["peak_rss_mib"]} | {row["step_rss_mib"]} |')
+  docs_section.write_section('bench-gradcache', 'make bench-gradcache', lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--steps', type=int, default=3, help='timed steps per configuration')
+  parser.add_argument('--no-doc', action='store_true')
+  parser.add_argument('--child', help=argparse.SUPPRESS)
+  parser.add_argument('--batch', type=int, help=argparse.SUPPRESS)
+  parser.add_argument('--micro', type=int, default=0, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(child(args.child, args.batch, args.micro, args.steps)))
+    return
+  if not os.path.isdir(DATASET):
+    raise SystemExit(f'benchmark data not found: {DATASET} (see ../shared/datasets)')
+  from components.simclr_trainer import hardware
+  with tempfile.TemporaryDirectory(prefix='bench_gradcache_') as work:
+    split = write_split(work, IMAGES)
+    rows = [run_config(split, batch, micro, args.steps) for batch, micro in CONFIGS]
+  for row in rows:
+    print(json.dumps(row), flush=True)
+  if not args.no_doc:
+    write_doc(rows, hardware.describe_cpu())
+  print(json.dumps({'rows': rows, 'cpu': hardware.describe_cpu()}))
+
+
+if __name__ == '__main__':
+  main()
