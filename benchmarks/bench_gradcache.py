@@ -12,8 +12,16 @@ on 4,096 images of ../shared/datasets/cifar10/train, one fresh process per confi
 Per configuration: the trainer's own train step (training.build_training_state), images/s over
 --steps steps after one warm-up step, and the process's peak resident memory, also less the
 memory it held before the first step (the model, the optimiser and the decoded images), which
-is what the step's activations add. The table goes between the bench-gradcache markers of
-docs/benchmarks.md; the last output line is a JSON object.
+is what the step's activations add.
+
+Then quality at equal minutes (--quality-minutes, default 10; 0 skips it): the `cifar` pipeline
+on the whole train folder twice into one output folder (the ingest and transform run once),
+pretraining for that many minutes at batch 1024 in micro-batches of 128, and at batch 256
+without caching (the preset's batch), and the pipeline's linear probe and kNN top-1 on its eval
+split. The classifier stages and the TFLite export are off: only the encoder is compared.
+
+The tables go between the bench-gradcache markers of docs/benchmarks.md; the last output line
+is a JSON object.
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET = os.path.join(os.path.dirname(REPO), 'shared', 'datasets', 'cifar10', 'train')
 CONFIGS = ((1024, 128), (1024, 0), (128, 0))  # (batch, micro_batch_size)
 IMAGES = 4096
+QUALITY = ((1024, 128), (256, 0))  # (batch, micro_batch_size) at equal minutes
 
 
 def _rss_mib() -> float:
@@ -101,7 +110,27 @@ def run_config(split: str, batch: int, micro: int, steps: int) -> dict:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def write_doc(rows, cpu: str) -> None:
+def quality_run(out: str, batch: int, micro: int, minutes: float) -> dict:
+  """The cifar pipeline with this batch for `minutes` of pretraining: its probe and kNN."""
+  summary = os.path.join(out, f'summary-{batch}-{micro}.json')
+  command = [sys.executable, '-m', 'simclr_tools.cli', 'run', '--preset', 'cifar', '--data-dir',
+             DATASET, '--output', out, '--summary-json', summary]
+  for setting in (f'batch_size={batch}', f'micro_batch_size={micro}', f'train_minutes={minutes}',
+                  'finetune=false', 'edge_export=false', 'knn_monitor_every_epochs=0'):
+    command += ['--set', setting]
+  print('running:', ' '.join(command[2:]), flush=True)
+  subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+  with open(summary, encoding='utf-8') as f:
+    result = json.load(f)
+  from pipeline import run_record
+  trainer = run_record.executions_by_component(os.path.join(out, 'metadata.sqlite'))[
+      'SimCLRTrainer']['outputs']['model'][0]['properties']
+  return {'batch': batch, 'micro_batch_size': micro, 'minutes': minutes,
+          'train_steps': int(trainer['train_steps']),
+          'linear_top1': round(result['linear_top1'], 4), 'knn_top1': round(result['knn_top1'], 4)}
+
+
+def write_doc(rows, quality, cpu: str) -> None:
   from benchmarks import docs_section
   lines = [f'Measured {datetime.date.today()} on {cpu}: the `cifar` preset\'s model '
            f'({rows[0].get("backbone")} x{rows[0].get("width_multiplier")}, '
@@ -115,12 +144,22 @@ def write_doc(rows, cpu: str) -> None:
     else:
       lines.append(f'| {row["batch"]} | {micro} | {row["images_per_sec"]} | '
                    f'{row["peak_rss_mib"]} | {row["step_rss_mib"]} |')
+  if quality:
+    lines += ['', f'Quality at equal minutes ({quality[0]["minutes"]} min of pretraining each, the '
+              'whole CIFAR-10 train folder, the pipeline\'s probe on its eval split):', '',
+              '| batch | micro-batch | steps | linear probe top-1 | kNN top-1 |',
+              '|---|---|---|---|---|']
+    lines += [f'| {q["batch"]} | {q["micro_batch_size"] or "off"} | {q["train_steps"]} | '
+              f'{q["linear_top1"]:.1%} | {q["knn_top1"]:.1%} |' for q in quality]
   docs_section.write_section('bench-gradcache', 'make bench-gradcache', lines)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=3, help='timed steps per configuration')
+  parser.add_argument('--quality-minutes', type=float, default=10.0,
+                      help='pretraining minutes of each quality run (0: no quality runs)')
+  parser.add_argument('--output', default='', help='quality runs\' folder (default: a temp one)')
   parser.add_argument('--no-doc', action='store_true')
   parser.add_argument('--child', help=argparse.SUPPRESS)
   parser.add_argument('--batch', type=int, help=argparse.SUPPRESS)
@@ -137,9 +176,13 @@ def main() -> None:
     rows = [run_config(split, batch, micro, args.steps) for batch, micro in CONFIGS]
   for row in rows:
     print(json.dumps(row), flush=True)
+  quality = []
+  if args.quality_minutes > 0:
+    out = args.output or tempfile.mkdtemp(prefix='bench_gradcache_quality_')
+    quality = [quality_run(out, batch, micro, args.quality_minutes) for batch, micro in QUALITY]
   if not args.no_doc:
-    write_doc(rows, hardware.describe_cpu())
-  print(json.dumps({'rows': rows, 'cpu': hardware.describe_cpu()}))
+    write_doc(rows, quality, hardware.describe_cpu())
+  print(json.dumps({'rows': rows, 'quality': quality, 'cpu': hardware.describe_cpu()}))
 
 
 if __name__ == '__main__':
