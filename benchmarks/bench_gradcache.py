@@ -111,7 +111,12 @@ def run_config(split: str, batch: int, micro: int, steps: int) -> dict:
 
 
 def quality_run(out: str, batch: int, micro: int, minutes: float) -> dict:
-  """The cifar pipeline with this batch for `minutes` of pretraining: its probe and kNN."""
+  """The cifar pipeline with this batch for `minutes` of pretraining: its probe and kNN. A
+  result already in `out` (quality-BATCH-MICRO-MINUTES.json) is read, not run again."""
+  done = os.path.join(out, f'quality-{batch}-{micro}-{minutes:g}.json')
+  if os.path.isfile(done):
+    with open(done, encoding='utf-8') as f:
+      return json.load(f)
   summary = os.path.join(out, f'summary-{batch}-{micro}.json')
   command = [sys.executable, '-m', 'simclr_tools.cli', 'run', '--preset', 'cifar', '--data-dir',
              DATASET, '--output', out, '--summary-json', summary]
@@ -125,9 +130,13 @@ def quality_run(out: str, batch: int, micro: int, minutes: float) -> dict:
   from pipeline import run_record
   trainer = run_record.executions_by_component(os.path.join(out, 'metadata.sqlite'))[
       'SimCLRTrainer']['outputs']['model'][0]['properties']
-  return {'batch': batch, 'micro_batch_size': micro, 'minutes': minutes,
-          'train_steps': int(trainer['train_steps']),
-          'linear_top1': round(result['linear_top1'], 4), 'knn_top1': round(result['knn_top1'], 4)}
+  measured = {'batch': batch, 'micro_batch_size': micro, 'minutes': minutes,
+              'train_steps': int(trainer['train_steps']),
+              'linear_top1': round(result['linear_top1'], 4),
+              'knn_top1': round(result['knn_top1'], 4)}
+  with open(done, 'w', encoding='utf-8') as f:
+    json.dump(measured, f)
+  return measured
 
 
 def write_doc(rows, quality, cpu: str) -> None:
@@ -156,10 +165,11 @@ def write_doc(rows, quality, cpu: str) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--steps', type=int, default=3, help='timed steps per configuration')
+  parser.add_argument('--steps', type=int, default=6, help='timed steps per configuration')
   parser.add_argument('--quality-minutes', type=float, default=10.0,
                       help='pretraining minutes of each quality run (0: no quality runs)')
-  parser.add_argument('--output', default='', help='quality runs\' folder (default: a temp one)')
+  parser.add_argument('--output', default='', help='quality runs\' folder (default: a temp one); '
+                      'the runs already in it are read, not repeated')
   parser.add_argument('--no-doc', action='store_true')
   parser.add_argument('--child', help=argparse.SUPPRESS)
   parser.add_argument('--batch', type=int, help=argparse.SUPPRESS)
