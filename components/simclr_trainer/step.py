@@ -27,16 +27,8 @@ def make_train_step(strategy: tf.distribute.Strategy, encoder, head, optimizer, 
   """Returns train_step(views) -> (mean loss, mean contrastive accuracy, gradient norm), a
   tf.function over a distributed batch of (view_a, view_b), or of (view_a, view_b, local
   crops) when local_crops > 0 (augment.training_views)."""
+  _check_options(contrastive_loss, local_crops, queue_size, micro_batch_size)
   replicas = strategy.num_replicas_in_sync
-  if contrastive_loss not in losses.CONTRASTIVE_LOSSES:
-    raise ValueError(f'contrastive_loss must be one of {losses.CONTRASTIVE_LOSSES}, '
-                     f'got {contrastive_loss!r}')
-  if local_crops and queue_size:
-    raise ValueError('negatives_queue_size > 0 cannot be combined with the transform\'s local '
-                     'crops (multi-crop); set one of them to 0')
-  if local_crops and micro_batch_size:
-    raise ValueError('micro_batch_size > 0 (gradient caching) cannot be combined with the '
-                     'transform\'s local crops (multi-crop); set one of them to 0')
   decoupled = contrastive_loss == 'dcl'
 
   def scale(loss):  # gradients are summed over replicas
@@ -47,33 +39,20 @@ def make_train_step(strategy: tf.distribute.Strategy, encoder, head, optimizer, 
     negatives = queue[:queue_filled] if queue_size else None
     return losses.nt_xent_loss(z_a, z_b, temperature, negatives=negatives, decoupled=decoupled)
 
-  def project(x):
-    return head(encoder(x, training=True), training=True)
+  def multi_crop_loss(z_a, z_b, z_local):
+    return losses.multi_crop_loss(z_a, z_b, z_local, local_crops, temperature,
+                                  decoupled=decoupled)
 
-  def full_batch(view_a, view_b, *local):
-    if bool(local) != bool(local_crops):
-      raise ValueError(f'the step expects {local_crops} local crops per image, but the data '
-                       f'{"has" if local else "has none"}; build both from the same policy')
-    with tf.GradientTape() as tape:
-      z_a, z_b = project(view_a), project(view_b)
-      if local_crops:  # all small crops in one encoder call (their own batch-norm batch)
-        crops = local[0]  # [n, count, s, s, 3] -> crop-major [count * n, s, s, 3]
-        crops = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4]),
-                           tf.concat([[-1], tf.shape(crops)[2:]], axis=0))
-        loss = losses.multi_crop_loss(z_a, z_b, project(crops), local_crops, temperature,
-                                      decoupled=decoupled)
-      else:
-        loss = projections_loss(z_a, z_b)
-      scaled = scale(loss)
-    return loss, z_a, z_b, tape.gradient(scaled, variables)
-
-  def cached(view_a, view_b):
-    stats = encoder.non_trainable_variables + head.non_trainable_variables
-    return cached_contrastive_gradients(project, variables, stats, view_a, view_b,
-                                        micro_batch_size, projections_loss, scale)
+  project = lambda x: head(encoder(x, training=True), training=True)
 
   def replica_step(*views):
-    loss, z_a, z_b, grads = cached(*views) if micro_batch_size else full_batch(*views)
+    if micro_batch_size:
+      stats = encoder.non_trainable_variables + head.non_trainable_variables
+      loss, z_a, z_b, grads = cached_contrastive_gradients(
+          project, variables, stats, *views, micro_batch_size, projections_loss, scale)
+    else:
+      loss, z_a, z_b, grads = full_batch_gradients(
+          project, variables, views, local_crops, projections_loss, multi_crop_loss, scale)
     norm = tf.linalg.global_norm(grads)
     if float16:  # for the logged norm only; apply_gradients unscales by itself
       norm = norm / optimizer.dynamic_scale
@@ -95,6 +74,41 @@ def make_train_step(strategy: tf.distribute.Strategy, encoder, head, optimizer, 
     return mean(loss), mean(acc), mean(gnorm)
 
   return train_step
+
+
+def _check_options(contrastive_loss: str, local_crops: int, queue_size: int,
+                   micro_batch_size: int) -> None:
+  if contrastive_loss not in losses.CONTRASTIVE_LOSSES:
+    raise ValueError(f'contrastive_loss must be one of {losses.CONTRASTIVE_LOSSES}, '
+                     f'got {contrastive_loss!r}')
+  if local_crops and queue_size:
+    raise ValueError('negatives_queue_size > 0 cannot be combined with the transform\'s local '
+                     'crops (multi-crop); set one of them to 0')
+  if local_crops and micro_batch_size:
+    raise ValueError('micro_batch_size > 0 (gradient caching) cannot be combined with the '
+                     'transform\'s local crops (multi-crop); set one of them to 0')
+
+
+def full_batch_gradients(project: Callable, variables: Sequence[tf.Variable], views,
+                         local_crops: int, loss_fn: Callable, multi_crop_loss_fn: Callable,
+                         scale_fn: Callable):
+  """(loss, z_a, z_b, gradients) with one tape over the replica batch: both views, and any
+  local crops in one encoder call (their own batch-norm batch)."""
+  view_a, view_b, *local = views
+  if bool(local) != bool(local_crops):
+    raise ValueError(f'the step expects {local_crops} local crops per image, but the data '
+                     f'{"has" if local else "has none"}; build both from the same policy')
+  with tf.GradientTape() as tape:
+    z_a, z_b = project(view_a), project(view_b)
+    if local_crops:
+      crops = local[0]  # [n, count, s, s, 3] -> crop-major [count * n, s, s, 3]
+      crops = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4]),
+                         tf.concat([[-1], tf.shape(crops)[2:]], axis=0))
+      loss = multi_crop_loss_fn(z_a, z_b, project(crops))
+    else:
+      loss = loss_fn(z_a, z_b)
+    scaled = scale_fn(loss)
+  return loss, z_a, z_b, tape.gradient(scaled, variables)
 
 
 def cached_contrastive_gradients(project: Callable, variables: Sequence[tf.Variable],
