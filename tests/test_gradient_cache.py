@@ -19,7 +19,8 @@ def _models(seed=0):
                                                   kernel_initializer=init(1)),
                               keras.layers.BatchNormalization(), keras.layers.ReLU(),
                               keras.layers.GlobalAveragePooling2D()])
-  head = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, use_bias=False, kernel_initializer=init(2)),
+  head = keras.Sequential([keras.Input((6,)),
+                           keras.layers.Dense(8, use_bias=False, kernel_initializer=init(2)),
                            keras.layers.BatchNormalization(), keras.layers.ReLU(),
                            keras.layers.Dense(4, kernel_initializer=init(3))])
   return encoder, head

@@ -115,9 +115,9 @@ class TrainerParams(ComponentParams):
     check(found, self.negatives_queue_size == 0 or self.negatives_queue_size % self.batch_size == 0,
           f'negatives_queue_size must be a multiple of batch_size ({self.batch_size})')
     check(found, self.micro_batch_size >= 0, 'micro_batch_size must be >= 0 (0 = off)')
-    workers = max(self.trainer_workers, 1)
-    check(found, self.micro_batch_size == 0 or (
-        self.batch_size % workers == 0 and (self.batch_size // workers) % self.micro_batch_size == 0),
+    workers = max(self.trainer_workers, 1)  # an invalid count is reported by _job_problems
+    check(found, self.micro_batch_size <= 0
+          or self.batch_size % (workers * self.micro_batch_size) == 0,
           f'micro_batch_size ({self.micro_batch_size}) must divide each worker\'s share of '
           f'batch_size ({self.batch_size} over {workers} worker(s))')
     return found
